@@ -1,0 +1,174 @@
+"""Catalogs of GPU types, model architectures, datasets and platform presets, read from `workloads/*.yaml`.
+
+Every entry is plain data with its source recorded beside it in the YAML. This module only loads and
+type-checks the files; what the numbers mean for timing lives in `sim/perf/`, for lengths in
+`sim/workload.py`.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field, fields
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+WORKLOADS_DIR = Path(__file__).resolve().parent.parent / "workloads"
+BYTES_PER_GB = 1e9
+
+
+class CatalogError(ValueError):
+    """A catalog file is missing, malformed, or names something it does not hold."""
+
+
+def suggest(name: str, choices: list[str]) -> str:
+    """A ' (did you mean X?)' hint for a misspelt catalog key, or '' when nothing is close."""
+    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.5)
+    if not close:
+        lowered = {c.lower(): c for c in choices}
+        close = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.5)
+        close = [lowered[c] for c in close]
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+@dataclass(frozen=True)
+class GpuSpec:
+    """One GPU type and the node it usually comes in (bandwidths in bytes/s, prices in USD)."""
+
+    name: str
+    memory_bytes: float
+    hbm_bandwidth_bytes_per_s: float
+    bf16_flops: float
+    intra_node_bandwidth_bytes_per_s: float  # GPU <-> GPU inside a node, one direction (NVLink or PCIe)
+    inter_node_bandwidth_bytes_per_s: float  # one node's network, one direction
+    host_to_gpu_bandwidth_bytes_per_s: float  # PCIe, host DRAM -> GPU
+    price_usd_per_gpu_hour: float
+    host_memory_bytes: float  # host DRAM of a node of this type
+    gpus_per_node: int
+    source: str = ""
+
+    @property
+    def price_usd_per_gpu_s(self) -> float:
+        return self.price_usd_per_gpu_hour / 3600.0
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A decoder-only transformer's shape; byte counts assume bf16 weights and KV cache."""
+
+    name: str
+    params: float
+    layers: int
+    hidden_size: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    vocab_size: int
+    intermediate_size: int
+    tied_embeddings: bool
+    bytes_per_param: float = 2.0
+    kv_bytes_per_element: float = 2.0
+    source: str = ""
+
+    @property
+    def weight_bytes(self) -> float:
+        return self.params * self.bytes_per_param
+
+    @property
+    def kv_bytes_per_token(self) -> float:
+        """K and V of every layer for one token."""
+        return 2.0 * self.layers * self.kv_heads * self.head_dim * self.kv_bytes_per_element
+
+    @property
+    def embedding_params(self) -> float:
+        return float(self.vocab_size * self.hidden_size)
+
+    @property
+    def decode_read_bytes(self) -> float:
+        """Weight bytes read per decode step: all weights, except an untied input embedding (one row is read)."""
+        unread = 0.0 if self.tied_embeddings else self.embedding_params
+        return (self.params - unread) * self.bytes_per_param
+
+    @property
+    def layer_params(self) -> float:
+        """Parameters of one transformer block (everything except embeddings and the output head)."""
+        heads = self.embedding_params * (1 if self.tied_embeddings else 2)
+        return (self.params - heads) / self.layers
+
+
+@dataclass(frozen=True)
+class Catalog:
+    gpus: dict[str, GpuSpec]
+    models: dict[str, ModelSpec]
+    datasets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    platforms: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def gpu(self, name: str) -> GpuSpec:
+        return _lookup(self.gpus, name, "GPU", "gpus.yaml")
+
+    def model(self, name: str) -> ModelSpec:
+        return _lookup(self.models, name, "model", "models.yaml")
+
+    def dataset(self, name: str) -> dict[str, Any]:
+        return _lookup(self.datasets, name, "dataset", "datasets.yaml")
+
+    def platform(self, name: str) -> dict[str, Any]:
+        return _lookup(self.platforms, name, "platform preset", "platforms.yaml")
+
+
+def _lookup(table: dict[str, Any], name: str, what: str, file: str) -> Any:
+    if name in table:
+        return table[name]
+    raise CatalogError(f"unknown {what} {name!r}{suggest(name, list(table))}; known: {', '.join(sorted(table))} ({file})")
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise CatalogError(f"{path}: malformed YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise CatalogError(f"{path}: expected a mapping of names to entries")
+    return data
+
+
+def _build(cls: type, name: str, entry: Any, path: Path) -> Any:
+    if not isinstance(entry, dict):
+        raise CatalogError(f"{path}: entry {name!r} must be a mapping")
+    known = {f.name for f in fields(cls)} - {"name"}
+    extra = set(entry) - known - {"notes", "sources"}
+    if extra:
+        raise CatalogError(f"{path}: entry {name!r} has unknown field(s) {sorted(extra)}; expected {sorted(known)}")
+    kwargs = {k: v for k, v in entry.items() if k in known}
+    if "source" not in kwargs and "sources" in entry:
+        kwargs["source"] = "; ".join(f"{k}: {v}" for k, v in dict(entry["sources"]).items())
+    try:
+        return cls(name=name, **kwargs)
+    except TypeError as exc:
+        raise CatalogError(f"{path}: entry {name!r}: {exc}") from None
+
+
+def model_from_mapping(name: str, entry: dict[str, Any], where: str = "inline model") -> ModelSpec:
+    """An inline model mapping from an experiment file (same fields as models.yaml)."""
+    return _build(ModelSpec, name, entry, Path(where))
+
+
+def load_catalog(directory: Path | str | None = None) -> Catalog:
+    """Read gpus.yaml, models.yaml, datasets.yaml and platforms.yaml from a workloads directory."""
+    return _load_catalog(str(Path(directory) if directory else WORKLOADS_DIR))
+
+
+@lru_cache(maxsize=4)
+def _load_catalog(directory: str) -> Catalog:
+    root = Path(directory)
+    gpus = {n: _build(GpuSpec, n, e, root / "gpus.yaml") for n, e in _read_yaml(root / "gpus.yaml").items()}
+    models = {n: _build(ModelSpec, n, e, root / "models.yaml") for n, e in _read_yaml(root / "models.yaml").items()}
+    datasets = _read_yaml(root / "datasets.yaml")
+    platforms = _read_yaml(root / "platforms.yaml")
+    return Catalog(gpus=gpus, models=models, datasets=datasets, platforms=platforms)

@@ -1,0 +1,324 @@
+"""The experiment file (design.md section 6) as pydantic models, YAML loading and `--set` overrides.
+
+Every error names the file, the dotted field path and what was expected, so the CLI can print it and
+exit 2 without a traceback. Catalog names (model, GPU, dataset, platform preset) are checked against
+`workloads/*.yaml` with a did-you-mean hint.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+
+from sim.catalog import Catalog, CatalogError, load_catalog, suggest
+
+
+class ConfigError(ValueError):
+    """Bad input: the message names the file, the field path and what was expected."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+PositiveInt = Field(ge=1)
+
+
+class WorkloadConfig(Strict):
+    dataset: Union[str, dict[str, Any], None] = None
+    trace: str | None = None
+    algorithm: Literal["grpo", "ppo"] = "grpo"
+    prompts_per_iteration: int = Field(128, ge=1)
+    samples_per_prompt: int | None = Field(None, ge=1, description="GRPO group size; defaults to 8 for GRPO, 1 for PPO")
+    max_prompt_tokens: int = Field(1024, ge=1)
+    max_response_tokens: int = Field(2048, ge=1)
+    ppo_epochs: int = Field(1, ge=1)
+    mini_batches: int = Field(4, ge=1)
+    dataset_prompts: int | None = Field(
+        None, ge=1, description="use only the first N prompts of the dataset, so that epochs (and length history) recur sooner"
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "WorkloadConfig":
+        if (self.dataset is None) == (self.trace is None):
+            raise ValueError("exactly one of `dataset` (a datasets.yaml key or mapping) or `trace` (a CSV path) is required")
+        return self
+
+    @property
+    def group_size(self) -> int:
+        if self.samples_per_prompt is not None:
+            return self.samples_per_prompt
+        return 8 if self.algorithm == "grpo" else 1
+
+
+class ClusterConfig(Strict):
+    nodes: int = Field(ge=1)
+    gpu: str
+    gpus_per_node: int | None = Field(None, ge=1, description="defaults to the GPU type's usual node size")
+    intra_node_bandwidth_bytes_per_s: float | None = Field(None, gt=0)
+    inter_node_bandwidth_bytes_per_s: float | None = Field(None, gt=0)
+
+
+class ColdStartConfig(Strict):
+    container_s: float = Field(5.0, ge=0)
+    engine_init_s: float = Field(10.0, ge=0)
+    weights_from: Literal["remote", "ssd", "dram"] = "remote"
+
+
+class BillingConfig(Strict):
+    granularity_s: float = Field(1.0, gt=0)
+    minimum_s: float = Field(0.0, ge=0)
+    bill_cold_start: bool = True
+
+
+class FailureConfig(Strict):
+    mtbf_s: float | None = Field(None, gt=0)
+
+
+class PlatformConfig(Strict):
+    kind: Literal["serverless", "serverful"] = "serverless"
+    preset: str | None = None
+    keep_alive_s: float = Field(60.0, ge=0)
+    cold_start: ColdStartConfig = ColdStartConfig()
+    billing: BillingConfig = BillingConfig()
+    failures: FailureConfig = FailureConfig()
+    price_usd_per_gpu_hour: float | None = Field(None, ge=0, description="overrides the GPU catalog's on-demand price")
+
+
+class SchedulerConfig(Strict):
+    name: str
+    params: dict[str, Any] = {}
+
+
+class PerfConfig(Strict):
+    model: Literal["roofline", "table"] = "roofline"
+    table: str | None = Field(None, description="CSV of measured decode steps (batch_size, context_tokens, step_s)")
+    hbm_efficiency: float | None = Field(None, gt=0, le=1)
+    mfu_prefill: float | None = Field(None, gt=0, le=1)
+    mfu_decode: float | None = Field(None, gt=0, le=1)
+    mfu_train: float | None = Field(None, gt=0, le=1)
+    layer_overhead_s: float | None = Field(None, ge=0)
+    step_overhead_s: float | None = Field(None, ge=0)
+    allreduce_latency_s: float | None = Field(None, ge=0)
+    network_efficiency: float | None = Field(None, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _table_needs_file(self) -> "PerfConfig":
+        if self.model == "table" and not self.table:
+            raise ValueError("perf.model 'table' needs `table: path/to/steps.csv`")
+        return self
+
+
+class EngineConfig(Strict):
+    mode: Literal["analytic", "step"] = "analytic"
+    max_num_seqs: int = Field(1024, ge=1)
+    gpu_memory_utilization: float | None = Field(None, gt=0, le=1, description="default: the scheduler's choice")
+    kv_watermark: float = Field(0.01, ge=0, lt=1)
+    prefix_sharing: bool = True
+
+
+class TrainingConfig(Strict):
+    offload: bool = False
+    micro_batch_tokens: int = Field(8192, ge=1)
+    activation_checkpointing: bool = True
+
+
+class EarlyExitConfig(Strict):
+    profile: str
+    threshold: float = Field(0.9, gt=0, le=1)
+    kv_fill: Literal["state_copy", "deferred", "none"] = "state_copy"
+
+
+class ExperimentConfig(Strict):
+    name: str = Field(min_length=1)
+    seed: int = 0
+    iterations: int = Field(3, ge=1)
+    model: Union[str, dict[str, Any]]
+    critic_model: Union[str, dict[str, Any], None] = None
+    reward_model: Union[str, dict[str, Any], None] = None
+    workload: WorkloadConfig
+    cluster: ClusterConfig
+    platform: PlatformConfig = PlatformConfig()
+    scheduler: SchedulerConfig
+    perf: PerfConfig = PerfConfig()
+    engine: EngineConfig = EngineConfig()
+    training: TrainingConfig = TrainingConfig()
+    early_exit: EarlyExitConfig | None = None
+    compare: list[str] = []
+    sweep: dict[str, list[Any]] = {}
+
+    @field_validator("name")
+    @classmethod
+    def _slug(cls, v: str) -> str:
+        if any(c in v for c in "/\\\0") or v in {".", ".."}:
+            raise ValueError("must be usable as a folder name (no '/', '\\')")
+        return v
+
+    @field_validator("model", "critic_model", "reward_model")
+    @classmethod
+    def _known_model(cls, v: Any, info: ValidationInfo) -> Any:
+        catalog = _catalog(info)
+        if isinstance(v, str) and catalog is not None and v not in catalog.models:
+            raise ValueError(f"unknown model {v!r}{suggest(v, list(catalog.models))}; expected a key of workloads/models.yaml or a mapping")
+        return v
+
+    @model_validator(mode="after")
+    def _cross_checks(self, info: ValidationInfo) -> "ExperimentConfig":
+        catalog = _catalog(info)
+        if catalog is None:
+            return self
+        checks = [
+            ("cluster.gpu", self.cluster.gpu, catalog.gpus, "workloads/gpus.yaml"),
+            ("platform.preset", self.platform.preset, catalog.platforms, "workloads/platforms.yaml"),
+        ]
+        if isinstance(self.workload.dataset, str):
+            checks.append(("workload.dataset", self.workload.dataset, catalog.datasets, "workloads/datasets.yaml"))
+        for path, value, table, file in checks:
+            if value is not None and value not in table:
+                raise _FieldError(path, f"unknown name {value!r}{suggest(value, list(table))}; expected a key of {file}")
+        if self.workload.max_prompt_tokens + self.workload.max_response_tokens > 1_000_000:
+            raise _FieldError("workload.max_response_tokens", "prompt + response above 1,000,000 tokens is not supported")
+        return self
+
+    @property
+    def critic(self) -> Union[str, dict[str, Any]]:
+        return self.critic_model if self.critic_model is not None else self.model
+
+
+class _FieldError(ValueError):
+    """A cross-field check that knows which field is wrong."""
+
+    def __init__(self, path: str, message: str):
+        super().__init__(message)
+        self.path = path
+        self.message = message
+
+
+def _catalog(info: ValidationInfo) -> Catalog | None:
+    return (info.context or {}).get("catalog")
+
+
+# ---------------------------------------------------------------------------------------------- loading
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str], file: str = "--set") -> dict[str, Any]:
+    """Apply `dotted.key=value` overrides (values parsed as YAML) to a raw config mapping."""
+    data = copy.deepcopy(raw)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected dotted.key=value")
+        key, text = item.split("=", 1)
+        parts = [p for p in key.strip().split(".")]
+        if not all(parts):
+            raise ConfigError(f"--set {item!r}: empty part in the key {key!r}")
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {item!r}: value is not valid YAML: {exc}") from None
+        set_path(data, parts, value, origin=f"--set {item!r}")
+    return data
+
+
+def set_path(data: dict[str, Any], parts: list[str], value: Any, origin: str) -> None:
+    node: Any = data
+    for i, part in enumerate(parts[:-1]):
+        if not isinstance(node, dict):
+            raise ConfigError(f"{origin}: {'.'.join(parts[:i])} is not a mapping")
+        nxt = node.get(part)
+        if nxt is None:
+            nxt = node[part] = {}
+        node = nxt
+    if not isinstance(node, dict):
+        raise ConfigError(f"{origin}: {'.'.join(parts[:-1])} is not a mapping")
+    node[parts[-1]] = value
+
+
+def read_yaml_file(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise ConfigError(f"{path}: no such file")
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory, expected an experiment YAML file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}: malformed YAML{where}: {problem}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of experiment keys at the top level, got {type(data).__name__}")
+    return data
+
+
+def validate(raw: dict[str, Any], file: str, catalog: Catalog | None = None) -> ExperimentConfig:
+    """Validate a raw mapping; errors become one ConfigError naming file and field paths."""
+    catalog = catalog if catalog is not None else load_catalog()
+    try:
+        return ExperimentConfig.model_validate(raw, context={"catalog": catalog})
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, file)) from None
+    except CatalogError as exc:
+        raise ConfigError(f"{file}: {exc}") from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None, catalog: Catalog | None = None) -> ExperimentConfig:
+    """Read, override and validate an experiment file."""
+    path = Path(path)
+    raw = read_yaml_file(path)
+    raw = apply_overrides(raw, overrides or [], file=str(path))
+    return validate(raw, str(path), catalog)
+
+
+def format_validation_error(exc: ValidationError, file: str) -> str:
+    lines = []
+    for err in exc.errors(include_url=False):
+        loc = [str(p) for p in err["loc"] if not (isinstance(p, str) and p in _UNION_TAGS)]
+        ctx_err = (err.get("ctx") or {}).get("error")
+        if isinstance(ctx_err, _FieldError):
+            lines.append(f"{file}: {ctx_err.path}: {ctx_err.message}")
+            continue
+        path = ".".join(loc) or "(top level)"
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            parent, key = ".".join(loc[:-1]), loc[-1]
+            allowed = _allowed_keys(loc[:-1])
+            hint = suggest(key, allowed) if allowed else ""
+            where = f" in {parent}" if parent else ""
+            lines.append(f"{file}: {path}: unknown key {key!r}{where}{hint}; expected one of: {', '.join(allowed)}")
+        elif kind == "missing":
+            lines.append(f"{file}: {path}: required field is missing")
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            got = err.get("input")
+            shown = "" if isinstance(got, dict) or got is None else f" (got {got!r})"
+            lines.append(f"{file}: {path}: {msg}{shown}")
+    # pydantic reports one error per union member for union fields; keep each message once
+    return "\n".join(dict.fromkeys(lines))
+
+
+_UNION_TAGS = {"str", "dict[str,any]", "none", "dict[str, Any]", "function-after[_slug(), str]"}
+
+
+def _allowed_keys(loc: list[str]) -> list[str]:
+    model: Any = ExperimentConfig
+    for part in loc:
+        field = model.model_fields.get(part) if hasattr(model, "model_fields") else None
+        if field is None:
+            return []
+        ann = field.annotation
+        candidates = [ann, *getattr(ann, "__args__", ())]
+        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        if model is None:
+            return []
+    return list(model.model_fields)
+
+
+def dump_config(cfg: ExperimentConfig) -> str:
+    """The resolved config as YAML, in field order (written beside every run's results)."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

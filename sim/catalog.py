@@ -146,12 +146,35 @@ def _build(cls: type, name: str, entry: Any, path: Path) -> Any:
     if extra:
         raise CatalogError(f"{path}: entry {name!r} has unknown field(s) {sorted(extra)}; expected {sorted(known)}")
     kwargs = {k: v for k, v in entry.items() if k in known}
+    types = {f.name: f.type for f in fields(cls)}
+    for key, value in kwargs.items():
+        kwargs[key] = _coerce(value, types[key], f"{path}: entry {name!r} field {key!r}")
     if "source" not in kwargs and "sources" in entry:
         kwargs["source"] = "; ".join(f"{k}: {v}" for k, v in dict(entry["sources"]).items())
     try:
         return cls(name=name, **kwargs)
     except TypeError as exc:
         raise CatalogError(f"{path}: entry {name!r}: {exc}") from None
+
+
+def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    """YAML reads `48e9` as a string; accept it as a number, refuse anything else of the wrong type."""
+    kind = str(annotation)
+    if kind in ("float", "int"):
+        if isinstance(value, bool):
+            raise CatalogError(f"{where}: expected a number, got {value!r}")
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise CatalogError(f"{where}: expected a number, got {value!r}") from None
+        if kind == "int":
+            if number != int(number):
+                raise CatalogError(f"{where}: expected an integer, got {value!r}")
+            return int(number)
+        return number
+    if kind == "bool" and not isinstance(value, bool):
+        raise CatalogError(f"{where}: expected true or false, got {value!r}")
+    return value
 
 
 def model_from_mapping(name: str, entry: dict[str, Any], where: str = "inline model") -> ModelSpec:

@@ -1,0 +1,361 @@
+"""A vLLM-like generation replica: continuous batching under a KV-cache limit, advanced analytically.
+
+Between two state changes (an admission, a completion, a preemption, a scheduler action) the batch is
+fixed and each decode step adds one token per sequence, so the time to the next state change is the
+closed-form sum of `sim.perf.base.steps_sum_s`. A replica therefore yields one SimPy timeout per state
+change, not per token (design.md section 3). `mode="step"` yields once per decode step instead; it
+exists as the reference the analytic mode is tested against.
+
+KV-cache policy (as vLLM's scheduler): a waiting sequence is admitted when the tokens it holds *now*
+(its prompt, unless its group's prompt is already resident and prefix sharing is on, plus anything it
+generated before) fit under capacity minus a watermark; it does not reserve its maximum length. When a
+decode step would overflow the cache, the most recently admitted sequence is preempted (recompute
+mode): its KV is dropped and it goes back to the front of the queue, to be prefilled again
+(prompt + tokens generated so far) when readmitted. Memory is counted in tokens, not 16-token blocks.
+
+Not modelled: chunked-prefill interleaving (an admission's prefill runs before the next decode step),
+speculative decoding, CPU swap space, block-level fragmentation.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from typing import Any, Callable, Protocol
+
+import simpy
+
+from sim.perf.base import ReplicaPerf, steps_sum_s, steps_within
+
+
+class SeqTable:
+    """Every sequence of one rollout batch as parallel lists (index = sequence id); shared by replicas."""
+
+    __slots__ = (
+        "prompt_tokens",
+        "target_tokens",
+        "generated",
+        "group",
+        "cached_prefix",
+        "kv_ready",
+        "finish_s",
+        "replica_of",
+        "preemptions",
+        "recomputed_tokens",
+        "migrations",
+    )
+
+    def __init__(self, prompt_tokens: list[int], target_tokens: list[int], group: list[int]):
+        n = len(target_tokens)
+        if not (len(prompt_tokens) == len(group) == n):
+            raise ValueError("prompt_tokens, target_tokens and group must have one entry per sequence")
+        self.prompt_tokens = prompt_tokens
+        self.target_tokens = target_tokens
+        self.group = group
+        self.generated = [0] * n
+        self.cached_prefix = [0] * n  # prompt tokens whose KV arrives precomputed (deduplicated prefill)
+        self.kv_ready = [False] * n  # KV of prompt + generated present on arrival (migrated with its cache)
+        self.finish_s = [float("nan")] * n
+        self.replica_of = [-1] * n
+        self.preemptions = 0
+        self.recomputed_tokens = 0
+        self.migrations = 0
+
+    def __len__(self) -> int:
+        return len(self.target_tokens)
+
+
+class ReplicaListener(Protocol):
+    def on_completed(self, replica: "Replica", seqs: list[int]) -> None: ...
+
+    def on_migrated_out(self, replica: "Replica", seqs: list[int], kv_tokens: list[int], dst: "Replica") -> None: ...
+
+    def on_idle(self, replica: "Replica") -> None: ...
+
+
+class SchedulerActionError(RuntimeError):
+    """A scheduler asked the mechanism for something impossible (e.g. releasing a replica with work)."""
+
+
+class Replica:
+    """One generation engine on `perf.tp` GPUs. Work arrives with `enqueue`; actions apply at step boundaries."""
+
+    def __init__(
+        self,
+        env: simpy.Environment,
+        replica_id: int,
+        perf: ReplicaPerf,
+        table: SeqTable,
+        kv_capacity_tokens: int,
+        listener: ReplicaListener,
+        max_num_seqs: int = 256,
+        watermark_tokens: int = 0,
+        prefix_sharing: bool = True,
+        step_mode: bool = False,
+    ):
+        if kv_capacity_tokens <= watermark_tokens:
+            raise ValueError("KV capacity must exceed the watermark")
+        self.env = env
+        self.id = replica_id
+        self.perf = perf
+        self.table = table
+        self.cap = int(kv_capacity_tokens) - int(watermark_tokens)  # admission and growth limit
+        self.listener = listener
+        self.max_num_seqs = max_num_seqs
+        self.prefix_sharing = prefix_sharing
+        self.step_mode = step_mode
+        # state
+        self.steps = 0  # decode steps done since creation
+        self.running: dict[int, int] = {}  # seq -> finish step (insertion order = admission order)
+        self.heap: list[tuple[int, int]] = []  # (finish step, seq)
+        self.waiting: deque[int] = deque()
+        self.ctx = 0  # total context of running sequences (what attention reads)
+        self.mem = 0  # KV tokens held (a group's shared prompt counted once)
+        self.group_refs: dict[int, int] = {}
+        self._pending: list[tuple[str, Any]] = []
+        self._pending_prefill_s = 0.0
+        self.proc: simpy.Process | None = None
+        self._interruptible = False
+        self.released = False
+        self.busy_since: float | None = None
+        self.busy_intervals: list[tuple[float, float]] = []
+        self.events = 0  # timeouts yielded (for the benchmark)
+        self.prefill_tokens = 0
+
+    # ------------------------------------------------------------------ external API (mechanism)
+    def enqueue(self, seqs: list[int]) -> None:
+        """Add sequences to the waiting queue; they are admitted at the next step boundary."""
+        if self.released:
+            raise SchedulerActionError(f"replica {self.id} was released; it cannot take work")
+        rep = self.table.replica_of
+        for s in seqs:
+            rep[s] = self.id
+        self.waiting.extend(seqs)
+        self._wake()
+
+    def migrate_out(self, dst: "Replica", seqs: list[int] | None = None) -> None:
+        """Move unfinished sequences (all if None) to dst at this replica's next step boundary."""
+        self._pending.append(("migrate", (dst, seqs)))
+        self._wake()
+
+    def release(self) -> None:
+        """Stop this replica once it is empty (a scheduler migrates its work away first)."""
+        self._pending.append(("release", None))
+        self._wake()
+
+    @property
+    def unfinished(self) -> int:
+        return len(self.running) + len(self.waiting)
+
+    def generated_now(self, seq: int) -> int:
+        fin = self.running.get(seq)
+        if fin is None:
+            return self.table.generated[seq]
+        return self.table.target_tokens[seq] - (fin - self.steps)
+
+    # ------------------------------------------------------------------ process
+    def _wake(self) -> None:
+        if self.proc is None or not self.proc.is_alive:
+            if self.waiting or self._pending:
+                self.proc = self.env.process(self._run())
+        elif self._interruptible:
+            self._interruptible = False
+            self.proc.interrupt()
+
+    def _run(self):  # noqa: C901 - the hot loop is kept in one place on purpose
+        env = self.env
+        table = self.table
+        perf = self.perf
+        target = table.target_tokens
+        if self.busy_since is None:
+            self.busy_since = env.now
+        while True:
+            if self._pending:
+                self._apply_pending()
+            if self.waiting:
+                self._admit()
+            running = self.running
+            if not running:
+                if self.waiting:  # pragma: no cover - guarded by the feasibility check
+                    raise RuntimeError(f"replica {self.id}: a waiting sequence cannot fit in an empty KV cache")
+                break
+            b = len(running)
+            k_mem = (self.cap - self.mem) // b
+            if k_mem <= 0:
+                self._preempt_for_growth(b)
+                continue
+            k = self.heap[0][0] - self.steps
+            if k_mem < k:
+                k = k_mem
+            if self.step_mode and k > 1:
+                k = 1
+            co = perf.decode_coeffs(b)
+            prefill = self._pending_prefill_s
+            self._pending_prefill_s = 0.0
+            ctx = self.ctx
+            dt = prefill + steps_sum_s(co, b, ctx, k)
+            start = env.now
+            self._interruptible = True
+            self.events += 1
+            try:
+                yield env.timeout(dt)
+                self._interruptible = False
+            except simpy.Interrupt:
+                self._interruptible = False
+                budget = env.now - start - prefill
+                kb = 0 if budget <= 0 else steps_within(co, b, ctx, k, budget)
+                boundary = start + prefill + steps_sum_s(co, b, ctx, kb)
+                while env.now < boundary:  # finish the step in flight; later wakes wait for this boundary
+                    self.events += 1
+                    try:
+                        yield env.timeout(boundary - env.now)
+                    except simpy.Interrupt:  # pragma: no cover - not interruptible here
+                        pass
+                k = kb
+            # advance k steps
+            self.steps += k
+            grow = b * k
+            self.ctx += grow
+            self.mem += grow
+            heap = self.heap
+            if heap and heap[0][0] == self.steps:
+                done = []
+                now = env.now
+                while heap and heap[0][0] == self.steps:
+                    _, s = heapq.heappop(heap)
+                    del running[s]
+                    done.append(s)
+                    tgt = target[s]
+                    table.generated[s] = tgt
+                    table.finish_s[s] = now
+                    p = table.prompt_tokens[s]
+                    self.ctx -= p + tgt
+                    self.mem -= tgt + self._drop_group_ref(table.group[s], p)
+                self.listener.on_completed(self, done)
+        self.busy_intervals.append((self.busy_since, env.now))
+        self.busy_since = None
+        self.listener.on_idle(self)
+
+    # ------------------------------------------------------------------ state changes at boundaries
+    def _drop_group_ref(self, group: int, prompt: int) -> int:
+        """Release one sequence's hold on its group's prompt; return prompt tokens freed."""
+        if not self.prefix_sharing:
+            return prompt
+        refs = self.group_refs
+        n = refs[group] - 1
+        if n:
+            refs[group] = n
+            return 0
+        del refs[group]
+        return prompt
+
+    def _admit(self) -> None:
+        table = self.table
+        prompts, gen, groups = table.prompt_tokens, table.generated, table.group
+        cached, kv_ready, target = table.cached_prefix, table.kv_ready, table.target_tokens
+        refs = self.group_refs
+        running, heap, waiting = self.running, self.heap, self.waiting
+        new_tokens = 0
+        pairs = 0.0
+        while waiting and len(running) < self.max_num_seqs:
+            s = waiting[0]
+            p, g, grp = prompts[s], gen[s], groups[s]
+            shared = self.prefix_sharing and grp in refs
+            need = g + (0 if shared else p)
+            # room for the sequence and for one more decode step of the whole batch, so that an
+            # admission is never undone by an immediate preemption
+            if self.mem + need + len(running) + 1 > self.cap:
+                break
+            waiting.popleft()
+            if kv_ready[s]:
+                kv_ready[s] = False
+            else:
+                fresh_prompt = 0 if shared else p - cached[s]
+                prior = p - fresh_prompt
+                if fresh_prompt > 0:
+                    pairs += fresh_prompt * (prior + fresh_prompt / 2.0)
+                if g > 0:
+                    pairs += g * (p + g / 2.0)
+                    table.recomputed_tokens += g
+                new_tokens += fresh_prompt + g
+            if self.prefix_sharing:
+                refs[grp] = refs.get(grp, 0) + 1
+            self.mem += need
+            self.ctx += p + g
+            fin = self.steps + target[s] - g
+            running[s] = fin
+            heapq.heappush(heap, (fin, s))
+        if new_tokens:
+            self.prefill_tokens += new_tokens
+            self._pending_prefill_s += self.perf.prefill_s(new_tokens, pairs)
+
+    def _remove_running(self, seqs: list[int]) -> list[int]:
+        """Take running sequences out (their KV leaves with them); return tokens generated by each."""
+        table = self.table
+        out = []
+        drop = set(seqs)
+        for s in seqs:
+            fin = self.running.pop(s)
+            g = table.target_tokens[s] - (fin - self.steps)
+            table.generated[s] = g
+            p = table.prompt_tokens[s]
+            self.ctx -= p + g
+            self.mem -= g + self._drop_group_ref(table.group[s], p)
+            out.append(g)
+        self.heap = [e for e in self.heap if e[1] not in drop]
+        heapq.heapify(self.heap)
+        return out
+
+    def _preempt_for_growth(self, b: int) -> None:
+        """Free KV for the next step by preempting the newest sequences (vLLM recompute preemption)."""
+        victims = []
+        while self.running and self.cap - self.mem < len(self.running):
+            s = next(reversed(self.running))
+            victims.append(s)
+            self._remove_running([s])
+        self.table.preemptions += len(victims)
+        self.waiting.extendleft(victims)  # oldest victim ends up first
+
+    def _apply_pending(self) -> None:
+        pending, self._pending = self._pending, []
+        for kind, arg in pending:
+            if kind == "migrate":
+                dst, seqs = arg
+                if dst is self:
+                    raise SchedulerActionError(f"replica {self.id}: cannot migrate sequences to itself")
+                chosen = list(self.running) + list(self.waiting) if seqs is None else list(seqs)
+                here_running = [s for s in chosen if s in self.running]
+                waiting_set = set(self.waiting)
+                here_waiting = [s for s in chosen if s in waiting_set]
+                if len(here_running) + len(here_waiting) != len(chosen):
+                    missing = [s for s in chosen if s not in self.running and s not in waiting_set]
+                    raise SchedulerActionError(f"replica {self.id}: cannot migrate sequences it does not hold: {missing[:5]}")
+                gens = self._remove_running(here_running)
+                if here_waiting:
+                    self.waiting = deque(s for s in self.waiting if s not in set(here_waiting))
+                kv = [self.table.prompt_tokens[s] + g for s, g in zip(here_running, gens)] + [0] * len(here_waiting)
+                moved = here_running + here_waiting
+                self.table.migrations += len(moved)
+                self.listener.on_migrated_out(self, moved, kv, dst)
+            elif kind == "release":
+                if self.running or self.waiting:
+                    raise SchedulerActionError(
+                        f"replica {self.id}: released with {self.unfinished} unfinished sequences; migrate them first"
+                    )
+                self.released = True
+
+
+def default_listener(on_completed: Callable[[Replica, list[int]], None]) -> ReplicaListener:
+    """A listener that only reports completions (for tests and simple drivers)."""
+
+    class _L:
+        def on_completed(self, replica: Replica, seqs: list[int]) -> None:
+            on_completed(replica, seqs)
+
+        def on_migrated_out(self, replica, seqs, kv_tokens, dst) -> None:  # pragma: no cover
+            dst.enqueue(seqs)
+
+        def on_idle(self, replica: Replica) -> None:
+            pass
+
+    return _L()

@@ -1,0 +1,170 @@
+"""From a finished run's records to the tables and summary of design.md section 7 (definitions: docs/metrics.md).
+
+Phase rows partition each iteration's wall time into windows (generation, inference, training,
+weight_sync). Every billed GPU-second and every busy GPU-second falls in exactly one window, so the rows
+add up to the run's totals. Idle = billed - busy, split into within-phase idle (GPUs that worked in the
+window but waited, e.g. for the longest rollout) and between-phase idle (billed GPUs with no work in the
+window at all). Billing rounding is charged to the window where the instance was released.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+
+from sim.platform import InstanceRecord, billed_seconds
+from sim.runtime import Recorder
+
+ITERATION_COLUMNS = [
+    "iteration", "phase", "start_s", "end_s", "duration_s", "busy_gpu_s", "billed_gpu_s", "idle_gpu_s",
+    "idle_within_phase_gpu_s", "idle_between_phases_gpu_s", "cost_usd", "cold_starts", "tokens", "prefill_tokens",
+    "preemptions", "migrations",
+]  # fmt: skip
+INSTANCE_COLUMNS = [
+    "instance_id", "role", "node", "gpus", "requested_s", "ready_s", "released_s", "busy_s", "billed_s", "billed_gpu_s",
+    "cold_start",
+]  # fmt: skip
+
+
+def _overlap(a0: np.ndarray, a1: np.ndarray, w0: float, w1: float) -> np.ndarray:
+    return np.clip(np.minimum(a1, w1) - np.maximum(a0, w0), 0.0, None)
+
+
+def build_tables(
+    rec: Recorder, instances: list[InstanceRecord], billing, price_usd_per_gpu_s: float
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Rows of iterations.csv and instances.csv."""
+    acts = rec.activities
+    a0 = np.array([a.start_s for a in acts], dtype=np.float64)
+    a1 = np.array([a.end_s for a in acts], dtype=np.float64)
+    an = np.array([len(a.slots) for a in acts], dtype=np.float64)
+    b0 = np.array([inst.bill_from_s for inst in instances], dtype=np.float64)
+    b1 = np.array([inst.released_s for inst in instances], dtype=np.float64)
+    bn = np.array([inst.gpus for inst in instances], dtype=np.float64)
+    ready = np.array([inst.ready_s for inst in instances], dtype=np.float64)
+    cold = np.array([inst.cold_start for inst in instances], dtype=bool)
+    # rounding surplus per instance, charged at release
+    billed_inst = np.array([billed_seconds(inst.released_s - inst.bill_from_s, billing) for inst in instances], dtype=np.float64)
+    surplus = (billed_inst - (b1 - b0)) * bn
+
+    rows = []
+    windows = sorted(rec.windows, key=lambda w: (w[2], PHASE_ORDER.get(w[1], 9)))
+    ends = np.array([w[3] for w in windows], dtype=np.float64)
+    release_window = np.clip(np.searchsorted(ends, b1, side="left"), 0, max(len(windows) - 1, 0))
+    surplus_by_window = np.bincount(release_window, weights=surplus, minlength=len(windows)) if instances else np.zeros(len(windows))
+    for idx, (it, phase, w0, w1) in enumerate(windows):
+        busy = float((_overlap(a0, a1, w0, w1) * an).sum()) if acts else 0.0
+        billed = float((_overlap(b0, b1, w0, w1) * bn).sum()) if instances else 0.0
+        billed += float(surplus_by_window[idx])
+        participating = set()
+        for a, o in zip(acts, _overlap(a0, a1, w0, w1) if acts else []):
+            if o > 0:
+                participating.update(a.slots)
+        dur = w1 - w0
+        within = max(0.0, len(participating) * dur - busy)
+        idle = max(0.0, billed - busy)
+        counts = rec.counters.get((it, phase), {})
+        rows.append(
+            {
+                "iteration": it,
+                "phase": phase,
+                "start_s": w0,
+                "end_s": w1,
+                "duration_s": dur,
+                "busy_gpu_s": busy,
+                "billed_gpu_s": billed,
+                "idle_gpu_s": idle,
+                "idle_within_phase_gpu_s": min(within, idle),
+                "idle_between_phases_gpu_s": max(0.0, idle - min(within, idle)),
+                "cost_usd": billed * price_usd_per_gpu_s,
+                "cold_starts": int(((ready > w0) & (ready <= w1) & cold).sum()) if instances else 0,
+                "tokens": int(counts.get("tokens", 0)) if phase == "generation" else 0,
+                "prefill_tokens": int(counts.get("prefill_tokens", 0)),
+                "preemptions": int(counts.get("preemptions", 0)),
+                "migrations": int(counts.get("migrations", 0)),
+            }
+        )
+
+    busy_by_slot: dict[Any, float] = defaultdict(float)
+    for a in acts:
+        for s in a.slots:
+            busy_by_slot[s] += a.end_s - a.start_s
+    inst_rows = []
+    for inst, billed_s in zip(instances, billed_inst):
+        busy_s = max((busy_by_slot.get(s, 0.0) for s in inst.slots), default=0.0)
+        inst_rows.append(
+            {
+                "instance_id": inst.instance_id,
+                "role": inst.role,
+                "node": inst.node,
+                "gpus": inst.gpus,
+                "requested_s": inst.requested_s,
+                "ready_s": inst.ready_s,
+                "released_s": inst.released_s,
+                "busy_s": min(busy_s, inst.released_s - inst.requested_s),
+                "billed_s": float(billed_s),
+                "billed_gpu_s": float(billed_s) * inst.gpus,
+                "cold_start": bool(inst.cold_start),
+            }
+        )
+    return rows, inst_rows
+
+
+PHASE_ORDER = {"generation": 0, "inference": 1, "training": 2, "weight_sync": 3}
+
+
+def summarize(
+    rows: list[dict[str, Any]], inst_rows: list[dict[str, Any]], meta: dict[str, Any], rec: Recorder
+) -> dict[str, Any]:
+    """summary.json: the scalar results of one run (keys of design.md section 7, plus a few more)."""
+    iterations = int(meta["iterations"])
+    total_time = max((r["end_s"] for r in rows), default=0.0)
+    billed = sum(r["billed_gpu_s"] for r in rows)
+    busy = sum(r["busy_gpu_s"] for r in rows)
+    idle = sum(r["idle_gpu_s"] for r in rows)
+    tokens = sum(r["tokens"] for r in rows)
+    cost = sum(r["cost_usd"] for r in rows)
+    phases = {p: sum(r["duration_s"] for r in rows if r["phase"] == p) / iterations for p in PHASE_ORDER}
+    starts = defaultdict(lambda: float("inf"))
+    ends = defaultdict(float)
+    for r in rows:
+        starts[r["iteration"]] = min(starts[r["iteration"]], r["start_s"])
+        ends[r["iteration"]] = max(ends[r["iteration"]], r["end_s"])
+    iter_s = [ends[i] - starts[i] for i in sorted(ends)]
+    summary = {
+        **{k: meta[k] for k in ("name", "run_id", "scheduler", "deployment", "seed", "iterations")},
+        "mean_iteration_s": float(np.mean(iter_s)) if iter_s else 0.0,
+        "total_time_s": total_time,
+        "total_cost_usd": cost,
+        "billed_gpu_s": billed,
+        "busy_gpu_s": busy,
+        "idle_gpu_s": idle,
+        "idle_within_phase_gpu_s": sum(r["idle_within_phase_gpu_s"] for r in rows),
+        "idle_between_phases_gpu_s": sum(r["idle_between_phases_gpu_s"] for r in rows),
+        "utilization": busy / billed if billed > 0 else 0.0,
+        "tokens_generated": int(tokens),
+        "tokens_per_s": tokens / total_time if total_time > 0 else 0.0,
+        "cost_per_million_tokens_usd": cost / tokens * 1e6 if tokens else 0.0,
+        "cold_starts": int(sum(r["cold_starts"] for r in rows)),
+        "migrations": int(sum(r["migrations"] for r in rows)),
+        "preemptions": int(sum(r["preemptions"] for r in rows)),
+        "prefill_tokens": int(sum(r["prefill_tokens"] for r in rows)),
+        "phases": phases,
+        "model": meta["model"],
+        "gpu": meta["gpu"],
+        "gpus": meta["gpus"],
+        "price_usd_per_gpu_hour": meta["price_usd_per_gpu_hour"],
+        "engine_events": rec.engine_events,
+    }
+    return summary
+
+
+def compare_ratios(this: dict[str, Any], baseline: dict[str, Any]) -> dict[str, float]:
+    """speedup = baseline mean iteration time / this one; reductions relative to the baseline."""
+    return {
+        "speedup": baseline["mean_iteration_s"] / this["mean_iteration_s"] if this["mean_iteration_s"] > 0 else float("nan"),
+        "cost_reduction": 1.0 - this["total_cost_usd"] / baseline["total_cost_usd"] if baseline["total_cost_usd"] > 0 else float("nan"),
+        "gpu_s_reduction": 1.0 - this["billed_gpu_s"] / baseline["billed_gpu_s"] if baseline["billed_gpu_s"] > 0 else float("nan"),
+    }

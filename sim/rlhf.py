@@ -1,0 +1,285 @@
+"""One synchronous RLHF iteration (PPO or GRPO) as SimPy processes: phases, barriers, weight sync.
+
+Phases, in order, with a barrier between them (design.md section 1):
+1. generation: the scheduler's replicas roll out every sample (`sim.generation`);
+2. inference: forward passes over prompt + response for each role: the actor's old log-probs, the
+   reference log-probs, the critic's values (PPO) and a learned reward model (if `reward_model` is set;
+   otherwise a rule-based reward on CPU);
+3. training: `ppo_epochs x mini_batches` optimizer steps of the actor (and the critic for PPO), FSDP
+   over the scheduler's GPUs;
+4. weight sync: the new actor weights reach the rollout engines (an in-place reshard when colocated,
+   a broadcast over the topology otherwise).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterator
+
+import numpy as np
+
+from sim.catalog import ModelSpec
+from sim.engine import SeqTable
+from sim.generation import GenerationPhase
+from sim.memory import check_generation, check_training, fsdp_state_bytes
+from sim.runtime import RunContext
+from sim.schedulers.base import (
+    ClusterView,
+    InferencePlan,
+    InferenceWork,
+    IterationStats,
+    RolloutBatch,
+    Scheduler,
+    Slot,
+    TrainingPlan,
+    TrainingWork,
+)
+from sim.workload import RolloutSamples, Workload
+
+#: rule-based reward (answer matching) per sample on a CPU worker, and the CPU workers doing it in
+#: parallel; assumption (a regex/verifier call takes about a millisecond), docs/model.md
+RULE_REWARD_S_PER_SAMPLE = 1e-3
+RULE_REWARD_CPU_WORKERS = 32
+
+PHASES = ("generation", "inference", "training", "weight_sync")
+
+
+def inference_roles(ctx: RunContext) -> tuple[str, ...]:
+    roles = ["actor_logprob", "reference"]
+    if ctx.cfg.workload.algorithm == "ppo":
+        roles.append("critic")
+    if ctx.reward is not None:
+        roles.append("reward")
+    return tuple(roles)
+
+
+def role_model(ctx: RunContext, role: str) -> ModelSpec:
+    return {"actor_logprob": ctx.actor, "reference": ctx.reference, "critic": ctx.critic, "reward": ctx.reward}[role]  # type: ignore[return-value]
+
+
+def split_even(n: int, parts: int) -> np.ndarray:
+    """Part index per item for `parts` near-equal contiguous parts."""
+    return (np.arange(n) * parts) // max(n, 1)
+
+
+def run_iteration(
+    ctx: RunContext, scheduler: Scheduler, workload: Workload, i: int, view_at: Callable[[int], ClusterView]
+) -> Iterator:
+    env, rec = ctx.env, ctx.recorder
+    samples: RolloutSamples = workload.iteration(i)
+    prompt_per_sample = samples.prompt_tokens[samples.sample_prompt]
+    resp = samples.response_tokens
+
+    # ---------------------------------------------------------------- 1. generation
+    t0 = env.now
+    batch = RolloutBatch(
+        iteration=i,
+        epoch=samples.epoch,
+        prompt_ids=samples.prompt_ids,
+        prompt_tokens=samples.prompt_tokens,
+        template_tokens=samples.template_tokens,
+        sample_prompt=samples.sample_prompt,
+        max_response_tokens=ctx.cfg.workload.max_response_tokens,
+        default_response_tokens=workload.default_response_tokens,
+        true_response_tokens=resp.copy() if scheduler.oracle else None,
+    )
+    plan = scheduler.plan_generation(view_at(i), batch)
+    table = SeqTable(prompt_per_sample.tolist(), resp.tolist(), samples.sample_prompt.tolist())
+    gen = GenerationPhase(ctx, i, plan, table, scheduler, lambda: view_at(i))
+    yield gen.done
+    gen.finish()
+    t1 = env.now
+    rec.windows.append((i, "generation", t0, t1))
+    rec.completion_s.append(np.asarray(table.finish_s))
+    rec.generated.append(np.asarray(table.generated, dtype=np.int64))
+    rollout_tp = max((s.tp for s in plan.replicas), default=1)
+
+    # ---------------------------------------------------------------- 2. inference
+    roles = inference_roles(ctx)
+    work = InferenceWork(i, roles, prompt_per_sample, resp)
+    iplan = scheduler.plan_inference(view_at(i), work)
+    yield from _run_inference(ctx, i, iplan, work)
+    t2 = env.now
+    rec.windows.append((i, "inference", t1, t2))
+
+    # ---------------------------------------------------------------- 3. training
+    seq_len = (prompt_per_sample + resp).astype(np.float64)
+    models = ("actor", "critic") if ctx.cfg.workload.algorithm == "ppo" else ("actor",)
+    twork = TrainingWork(
+        iteration=i,
+        models=models,
+        tokens=int(seq_len.sum()),
+        attention_pairs=float((seq_len * seq_len / 2.0).sum()),
+        ppo_epochs=ctx.cfg.workload.ppo_epochs,
+        mini_batches=ctx.cfg.workload.mini_batches,
+    )
+    tplan = scheduler.plan_training(view_at(i), twork)
+    _check_training_memory(ctx, tplan, plan)
+    yield from _run_training(ctx, i, tplan, twork)
+    t3 = env.now
+    rec.windows.append((i, "training", t2, t3))
+
+    # ---------------------------------------------------------------- 4. weight sync
+    yield from _run_weight_sync(ctx, i, tplan, plan, rollout_tp)
+    t4 = env.now
+    rec.windows.append((i, "weight_sync", t3, t4))
+
+    scheduler.on_iteration_end(
+        IterationStats(
+            iteration=i,
+            epoch=samples.epoch,
+            prompt_ids=samples.prompt_ids,
+            sample_prompt=samples.sample_prompt,
+            response_tokens=resp,
+            duration_s=t4 - t0,
+            phase_s={"generation": t1 - t0, "inference": t2 - t1, "training": t3 - t2, "weight_sync": t4 - t3},
+        )
+    )
+
+
+# ------------------------------------------------------------------------------------------ inference
+def _role_durations(ctx: RunContext, role: str, groups: tuple[tuple[Slot, ...], ...], assignment: np.ndarray | None, work: InferenceWork) -> list[tuple[tuple[Slot, ...], float]]:
+    """(slots, busy seconds) per GPU for one role: samples split over groups, then evenly over each group's GPUs."""
+    n = len(work.response_tokens)
+    lengths = (work.prompt_tokens + work.response_tokens).astype(np.float64)
+    if role == "reward" and ctx.reward is None:
+        return []
+    model = role_model(ctx, role)
+    if assignment is None:
+        assignment = split_even(n, len(groups))
+    out = []
+    for g, slots in enumerate(groups):
+        mine = lengths[assignment == g]
+        ring = ctx.cluster.ring_bandwidth_bytes_per_s(sorted({s.node for s in slots}))
+        gather = ctx.perf.fsdp_allgather_s(model, len(slots), ring)
+        part = split_even(len(mine), len(slots))
+        tokens = np.bincount(part, weights=mine, minlength=len(slots))
+        pairs = np.bincount(part, weights=mine * mine / 2.0, minlength=len(slots))
+        for j, slot in enumerate(slots):
+            compute = ctx.perf.forward_s(model, float(tokens[j]), float(pairs[j]), 1, float("inf"))
+            out.append(((slot,), max(compute, gather)))
+    return out
+
+
+def _run_inference(ctx: RunContext, i: int, iplan: InferencePlan, work: InferenceWork) -> Iterator:
+    env, rec = ctx.env, ctx.recorder
+    planned = {rp.role for rp in iplan.roles}
+    missing = [r for r in work.roles if r not in planned]
+    if missing:
+        raise ValueError(f"inference plan has no placement for role(s) {missing}")
+    if "reward" not in work.roles:  # rule-based reward on CPU, alongside the GPU roles
+        rec.count(i, "inference", cpu_reward_s=len(work.response_tokens) * RULE_REWARD_S_PER_SAMPLE / RULE_REWARD_CPU_WORKERS)
+    stages = [[rp] for rp in iplan.roles] if iplan.sequential else [list(iplan.roles)]
+    for stage in stages:
+        start = env.now
+        longest = 0.0
+        held = []
+        for rp in stage:
+            all_slots = tuple(s for g in rp.groups for s in g)
+            ctx.pool.acquire(all_slots, f"{rp.role} (iteration {i})")
+            held.append(all_slots)
+            for slots, dur in _role_durations(ctx, rp.role, rp.groups, rp.assignment, work):
+                rec.busy(i, "inference", rp.role, slots, start, start + dur)
+                longest = max(longest, dur)
+        if longest > 0:
+            yield env.timeout(longest)
+        for slots in held:
+            ctx.pool.release(slots)
+    cpu = rec.counters.get((i, "inference"), {}).get("cpu_reward_s", 0.0)
+    if cpu > 0:
+        yield env.timeout(cpu)  # the reward must be known before the advantage computation
+
+
+# ------------------------------------------------------------------------------------------ training
+def _training_models(ctx: RunContext) -> dict[str, ModelSpec]:
+    out = {"actor": ctx.actor}
+    if ctx.critic is not None and ctx.cfg.workload.algorithm == "ppo":
+        out["critic"] = ctx.critic
+    return out
+
+
+def _check_training_memory(ctx: RunContext, tplan: TrainingPlan, gplan) -> None:
+    tcfg = ctx.cfg.training
+    models = _training_models(ctx)
+    per_slot: dict[Slot, float] = {}
+    for name, slots in tplan.groups.items():
+        model = models.get(name)
+        if model is None:
+            raise ValueError(f"training plan names model {name!r}; this run trains {sorted(models)}")
+        need = check_training(model, ctx.gpu, len(slots), tcfg.micro_batch_tokens, tcfg.activation_checkpointing, tcfg.offload)
+        if not need.fits:
+            raise need.error()
+        for s in slots:
+            per_slot[s] = per_slot.get(s, 0.0) + (0.0 if tcfg.offload else fsdp_state_bytes(model, len(slots)))
+    if tplan.colocated_rollout and not tcfg.offload:
+        # colocated: training state (and the reference weights) stay resident while the rollout engine runs
+        ref_bytes = ctx.reference.weight_bytes / max(len(next(iter(tplan.groups.values()))), 1)
+        for spec in gplan.replicas:
+            resident = max(per_slot.get(s, 0.0) for s in spec.slots) + ref_bytes
+            fraction = ctx.cfg.engine.gpu_memory_utilization or spec.gpu_memory_utilization
+            need = check_generation(ctx.actor, ctx.gpu, spec.tp, fraction, 1, resident)
+            if not need.fits:
+                raise need.error()
+
+
+def _run_training(ctx: RunContext, i: int, tplan: TrainingPlan, work: TrainingWork) -> Iterator:
+    env, rec = ctx.env, ctx.recorder
+    models = _training_models(ctx)
+    order = [m for m in ("critic", "actor") if m in tplan.groups]  # verl updates the critic first
+    missing = [m for m in work.models if m not in tplan.groups]
+    if missing:
+        raise ValueError(f"training plan has no GPUs for {missing}")
+    steps = work.ppo_epochs * work.mini_batches
+    tokens_step = work.tokens / work.mini_batches
+    pairs_step = work.attention_pairs / work.mini_batches
+    durations = {}
+    for name in order:
+        slots = tplan.groups[name]
+        model = models[name]
+        ring = ctx.cluster.ring_bandwidth_bytes_per_s(sorted({s.node for s in slots}))
+        dur = steps * ctx.perf.train_step_s(model, tokens_step, pairs_step, len(slots), ring, ctx.cfg.training.activation_checkpointing)
+        if ctx.cfg.training.offload:  # reload states before the update, offload them after
+            dur += 2 * ctx.cluster.host_to_gpu_s(fsdp_state_bytes(model, len(slots)))
+        durations[name] = dur
+    if tplan.sequential:
+        for name in order:
+            slots = tplan.groups[name]
+            ctx.pool.acquire(slots, f"{name} training (iteration {i})")
+            rec.busy(i, "training", name, slots, env.now, env.now + durations[name])
+            yield env.timeout(durations[name])
+            ctx.pool.release(slots)
+    else:
+        start = env.now
+        for name in order:
+            ctx.pool.acquire(tplan.groups[name], f"{name} training (iteration {i})")
+            rec.busy(i, "training", name, tplan.groups[name], start, start + durations[name])
+        yield env.timeout(max(durations.values(), default=0.0))
+        for name in order:
+            ctx.pool.release(tplan.groups[name])
+    rec.count(i, "training", tokens=float(work.tokens), optimizer_steps=float(steps * len(order)))
+
+
+# ------------------------------------------------------------------------------------------ weight sync
+def _run_weight_sync(ctx: RunContext, i: int, tplan: TrainingPlan, gplan, rollout_tp: int) -> Iterator:
+    env, rec = ctx.env, ctx.recorder
+    trainer = tplan.groups["actor"]
+    actor_bytes = ctx.actor.weight_bytes
+    if tplan.colocated_rollout:
+        # hybrid engine: each GPU gathers its rollout TP shard from the FSDP shards of the whole group
+        ring = ctx.cluster.ring_bandwidth_bytes_per_s(sorted({s.node for s in trainer}))
+        n = len(trainer)
+        reshard = actor_bytes / rollout_tp * (n - 1) / n / (ring * ctx.cluster.network_efficiency) if n > 1 else 0.0
+        dur = tplan.mode_switch_s + reshard
+        slots = trainer
+    else:
+        # one copy crosses the network to each replica node, then fans out inside the node
+        src = trainer[0].node
+        nodes = sorted({s.node for spec in gplan.replicas for s in spec.slots})
+        dur = 0.0
+        for node in nodes:
+            dur = max(dur, ctx.cluster.gpu_transfer_s(src, node, actor_bytes))
+        slots = tuple(s for spec in gplan.replicas for s in spec.slots) + tuple(trainer)
+        slots = tuple(dict.fromkeys(slots))
+    if dur > 0:
+        rec.busy(i, "weight_sync", "weight_sync", slots, env.now, env.now + dur)
+        yield env.timeout(dur)
+    rec.count(i, "weight_sync", bytes=float(actor_bytes))

@@ -1,0 +1,159 @@
+"""One run's lifecycle: build (catalog, models, scheduler, workload, cluster) -> run (SimPy) -> collect (tables).
+
+`simulate(cfg)` is a pure function of the config and its seed: one `numpy.random.Generator` is made from
+the seed and split into independent streams for the workload, the scheduler and the platform, so the
+same workload is drawn whatever the scheduler (runs under `compare` see identical lengths).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import simpy
+from pydantic import ValidationError
+
+from sim.catalog import Catalog, ModelSpec, load_catalog, model_from_mapping, suggest
+from sim.cluster import Cluster
+from sim.config import ConfigError, ExperimentConfig, format_validation_error
+from sim.metrics import build_tables, summarize
+from sim.perf import build_perf
+from sim.platform import serverful_instances
+from sim.rlhf import run_iteration
+from sim.runtime import GpuPool, Recorder, RunContext
+from sim.schedulers.base import ClusterView, Scheduler, Slot, available
+from sim.workload import make_workload
+
+
+class NotImplementedYet(ValueError):
+    """A config section that a later part of the project implements; refused, never silently ignored."""
+
+
+@dataclass
+class RunResult:
+    summary: dict[str, Any]
+    iterations: list[dict[str, Any]]
+    instances: list[dict[str, Any]]
+    completion_s: list[np.ndarray] = field(default_factory=list)
+    generated: list[np.ndarray] = field(default_factory=list)
+
+
+def resolve_model(spec: str | dict[str, Any] | None, catalog: Catalog, field_path: str) -> ModelSpec | None:
+    if spec is None:
+        return None
+    if isinstance(spec, str):
+        return catalog.model(spec)
+    name = str(spec.get("name", field_path))
+    entry = {k: v for k, v in spec.items() if k != "name"}
+    try:
+        return model_from_mapping(name, entry, where=f"{field_path} (inline model)")
+    except Exception as exc:
+        raise ConfigError(f"{field_path}: {exc}") from None
+
+
+def make_scheduler(cfg: ExperimentConfig, rng: np.random.Generator, file: str = "experiment") -> Scheduler:
+    found = available()
+    name = cfg.scheduler.name
+    if name not in found:
+        raise ConfigError(
+            f"{file}: scheduler.name: unknown scheduler {name!r}{suggest(name, list(found))}; available: {', '.join(sorted(found))}"
+        )
+    cls = found[name]
+    if hasattr(cls, "error"):
+        raise ConfigError(f"{file}: scheduler.name: {cls.error}")
+    try:
+        params = cls.Params.model_validate(cfg.scheduler.params)
+    except ValidationError as exc:
+        msg = format_validation_error(exc, file)
+        raise ConfigError(msg.replace(f"{file}: ", f"{file}: scheduler.params.")) from None
+    return cls(params, rng)
+
+
+def deployment_of(cfg: ExperimentConfig, scheduler: Scheduler) -> str:
+    return cfg.platform.kind if scheduler.deployment == "either" else scheduler.deployment
+
+
+def check_implemented(cfg: ExperimentConfig, deployment: str) -> None:
+    if deployment == "serverless":
+        raise NotImplementedYet(
+            f"scheduler {cfg.scheduler.name!r} runs on the serverless platform, which is not implemented yet; "
+            "use scheduler.name: verl (serverful) for now"
+        )
+    if cfg.early_exit is not None:
+        raise NotImplementedYet("early_exit: early-exit decode latency is not implemented yet; remove the section")
+
+
+def simulate(cfg: ExperimentConfig, base_dir: Path | str = ".", catalog: Catalog | None = None, run_id: str | None = None) -> RunResult:
+    """Build, run and collect one experiment config (no `compare`/`sweep` expansion here)."""
+    base_dir = Path(base_dir)
+    catalog = catalog or load_catalog()
+    gpu = catalog.gpu(cfg.cluster.gpu)
+    actor = resolve_model(cfg.model, catalog, "model")
+    algorithm = cfg.workload.algorithm
+    critic = resolve_model(cfg.critic, catalog, "critic_model") if algorithm == "ppo" else None
+    reward = resolve_model(cfg.reward_model, catalog, "reward_model")
+    assert actor is not None
+
+    root = np.random.default_rng(cfg.seed)
+    workload_rng, scheduler_rng, platform_rng = root.spawn(3)
+    scheduler = make_scheduler(cfg, scheduler_rng)
+    deployment = deployment_of(cfg, scheduler)
+    check_implemented(cfg, deployment)
+
+    dataset = None
+    if cfg.workload.dataset is not None:
+        dataset = catalog.dataset(cfg.workload.dataset) if isinstance(cfg.workload.dataset, str) else cfg.workload.dataset
+    trace = Path(cfg.workload.trace) if cfg.workload.trace else None
+    workload = make_workload(cfg.workload, dataset, trace, workload_rng, base_dir)
+
+    gpus_per_node = cfg.cluster.gpus_per_node or gpu.gpus_per_node
+    perf = build_perf(cfg.perf, gpu, base_dir)
+    cluster = Cluster(
+        gpu,
+        cfg.cluster.nodes,
+        gpus_per_node,
+        cfg.cluster.intra_node_bandwidth_bytes_per_s,
+        cfg.cluster.inter_node_bandwidth_bytes_per_s,
+        network_efficiency=perf.params.network_efficiency,
+    )
+    slots = [Slot(n, g) for n in range(cluster.nodes) for g in range(gpus_per_node)]
+    env = simpy.Environment()
+    rec = Recorder()
+    ctx = RunContext(
+        env=env, cfg=cfg, cluster=cluster, gpu=gpu, actor=actor, critic=critic, reference=actor, reward=reward,
+        perf=perf, pool=GpuPool(slots), recorder=rec, deployment=deployment, rng=platform_rng,
+    )  # fmt: skip
+
+    from sim.memory import kv_capacity_tokens
+
+    def kv_tokens(tp: int, fraction: float) -> int:
+        return kv_capacity_tokens(actor, gpu, tp, fraction)
+
+    def view_at(i: int) -> ClusterView:
+        return ClusterView(
+            now_s=env.now, iteration=i, nodes=cluster.nodes, gpus_per_node=gpus_per_node, gpu=gpu, actor=actor,
+            critic=critic, reference=actor, reward=reward, algorithm=algorithm, deployment=deployment,  # type: ignore[arg-type]
+            free_slots=ctx.pool.free(), max_num_seqs=cfg.engine.max_num_seqs, kv_watermark=cfg.engine.kv_watermark,
+            kv_capacity_tokens=kv_tokens, transfer_s=cluster.gpu_transfer_s, nodes_by_distance=cluster.nodes_by_distance,
+            perf=perf,
+        )  # fmt: skip
+
+    def driver():
+        for i in range(cfg.iterations):
+            yield from run_iteration(ctx, scheduler, workload, i, view_at)
+
+    env.process(driver())
+    env.run()
+
+    instances = serverful_instances(slots, env.now)
+    price = cfg.platform.price_usd_per_gpu_hour if cfg.platform.price_usd_per_gpu_hour is not None else gpu.price_usd_per_gpu_hour
+    rows, inst_rows = build_tables(rec, instances, cfg.platform.billing, price / 3600.0)
+    meta = {
+        "name": cfg.name, "run_id": run_id or cfg.scheduler.name, "scheduler": cfg.scheduler.name, "deployment": deployment,
+        "seed": cfg.seed, "iterations": cfg.iterations, "model": actor.name, "gpu": gpu.name, "gpus": len(slots),
+        "price_usd_per_gpu_hour": price,
+    }  # fmt: skip
+    summary = summarize(rows, inst_rows, meta, rec)
+    return RunResult(summary, rows, inst_rows, rec.completion_s, rec.generated)

@@ -1,0 +1,274 @@
+"""The scheduler interface (design.md section 5): snapshots in, decisions out, as plain data.
+
+A scheduler never touches SimPy objects. It reads a `ClusterView` and the work at hand and returns plans
+and actions; the mechanism (`sim/generation.py`, `sim/rlhf.py`) carries them out and checks them.
+Built-in schedulers register with `@register`; third-party ones through the `sim.schedulers`
+entry-point group. Each has its own pydantic `Params`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    from sim.catalog import GpuSpec, ModelSpec
+
+
+class NoParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One GPU: (node, index on the node)."""
+
+    node: int
+    gpu: int
+
+
+# ------------------------------------------------------------------------------------------- views
+@dataclass(frozen=True)
+class ClusterView:
+    """What a scheduler may know about the cluster and the job at one instant (read-only)."""
+
+    now_s: float
+    iteration: int
+    nodes: int
+    gpus_per_node: int
+    gpu: "GpuSpec"
+    actor: "ModelSpec"
+    critic: "ModelSpec | None"
+    reference: "ModelSpec"
+    reward: "ModelSpec | None"
+    algorithm: str
+    deployment: Literal["serverful", "serverless"]
+    free_slots: tuple[Slot, ...]
+    max_num_seqs: int
+    kv_watermark: float
+    # helpers bound by the mechanism; pure functions of their arguments
+    kv_capacity_tokens: Callable[[int, float], int] = field(repr=False, compare=False)  # (tp, memory fraction)
+    transfer_s: Callable[[int, int, float], float] = field(repr=False, compare=False)  # (src node, dst node, bytes)
+    nodes_by_distance: Callable[[int], list[int]] = field(repr=False, compare=False)
+    perf: Any = field(repr=False, compare=False, default=None)  # the run's performance model (for predictions)
+    learner_node: int = 0
+
+    def slots_on(self, node: int) -> list[Slot]:
+        return [s for s in self.free_slots if s.node == node]
+
+
+@dataclass(frozen=True)
+class RolloutBatch:
+    """The prompts of one iteration. Response lengths are hidden unless the scheduler is an oracle."""
+
+    iteration: int
+    epoch: int
+    prompt_ids: np.ndarray
+    prompt_tokens: np.ndarray
+    template_tokens: int
+    sample_prompt: np.ndarray  # per sample: index into the prompt arrays
+    max_response_tokens: int
+    default_response_tokens: float  # the workload's prior mean response length
+    true_response_tokens: np.ndarray | None = None  # only for schedulers with `oracle = True`
+
+    @property
+    def num_samples(self) -> int:
+        return int(len(self.sample_prompt))
+
+
+@dataclass(frozen=True)
+class ReplicaSpec:
+    """A generation replica: tp GPUs on one node."""
+
+    slots: tuple[Slot, ...]
+    gpu_memory_utilization: float = 0.9
+
+    @property
+    def tp(self) -> int:
+        return len(self.slots)
+
+    @property
+    def node(self) -> int:
+        return self.slots[0].node
+
+
+@dataclass(frozen=True)
+class GenerationPlan:
+    replicas: tuple[ReplicaSpec, ...]
+    assignment: np.ndarray  # per sample: replica index
+    prefix_dedup: bool = False
+
+
+@dataclass(frozen=True)
+class GenerationProgress:
+    """Passed to `on_generation_event` after completions: per-replica counts and who just finished."""
+
+    now_s: float
+    replica: int  # where the completions happened
+    finished: tuple[int, ...]  # sample indices that just finished
+    assigned: tuple[int, ...]  # per replica: samples ever assigned
+    done: tuple[int, ...]  # per replica: samples finished there
+    running: tuple[int, ...]  # per replica: sequences in its batch
+    waiting: tuple[int, ...]  # per replica: sequences queued
+    free_slots: tuple[int, ...]  # per replica: how many more sequences its batch could take now
+    released: tuple[bool, ...]
+
+
+@dataclass(frozen=True)
+class Migrate:
+    """Move unfinished samples (all if `samples` is None) from one replica to another, with their KV."""
+
+    src: int
+    dst: int
+    samples: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Release:
+    """Stop a replica (it must be empty or emptied by Migrate actions returned before this one)."""
+
+    replica: int
+
+
+@dataclass(frozen=True)
+class ScaleOut:
+    """Start a new replica and give it these waiting samples (moved from their replicas' queues)."""
+
+    replica: ReplicaSpec
+    samples: tuple[int, ...] = ()
+
+
+Action = Migrate | Release | ScaleOut
+
+
+@dataclass(frozen=True)
+class InferenceWork:
+    iteration: int
+    roles: tuple[str, ...]  # e.g. ("actor_logprob", "reference", "critic", "reward")
+    prompt_tokens: np.ndarray  # per sample
+    response_tokens: np.ndarray  # per sample
+
+
+@dataclass(frozen=True)
+class RolePlan:
+    """Where one inference role runs: data-parallel groups of GPUs (each an FSDP group)."""
+
+    role: str
+    groups: tuple[tuple[Slot, ...], ...]
+    assignment: np.ndarray | None = None  # per sample: group index; None = split evenly in order
+
+
+@dataclass(frozen=True)
+class InferencePlan:
+    roles: tuple[RolePlan, ...]
+    sequential: bool = True  # roles one after another (colocated) or all at once (disaggregated)
+
+
+@dataclass(frozen=True)
+class TrainingWork:
+    iteration: int
+    models: tuple[str, ...]  # "actor", and "critic" for PPO
+    tokens: int
+    attention_pairs: float
+    ppo_epochs: int
+    mini_batches: int
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    groups: dict[str, tuple[Slot, ...]]  # model -> its FSDP group
+    sequential: bool = True  # critic then actor on the same GPUs (verl) or concurrently
+    #: the rollout engines share the trainer's GPUs (hybrid engine): weight sync is an in-place reshard
+    colocated_rollout: bool = False
+    #: fixed cost per iteration of switching trainer <-> rollout mode (colocated engines only)
+    mode_switch_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class IterationStats:
+    iteration: int
+    epoch: int
+    prompt_ids: np.ndarray
+    sample_prompt: np.ndarray
+    response_tokens: np.ndarray  # what was generated: the truth, revealed after the iteration
+    duration_s: float
+    phase_s: dict[str, float]
+
+
+# ------------------------------------------------------------------------------------------- base
+class Scheduler:
+    """Base class: subclass, set `name`, `deployment`, `Params`, and override the plan methods."""
+
+    name: ClassVar[str] = ""
+    #: "serverful" (every GPU billed for the whole run), "serverless", or "either" (platform.kind decides)
+    deployment: ClassVar[str] = "either"
+    Params: ClassVar[type[BaseModel]] = NoParams
+    #: schedulers that set this see the true response lengths in RolloutBatch (upper-bound baselines)
+    oracle: ClassVar[bool] = False
+    #: set False to skip on_generation_event calls (saves work on the engine's hot path)
+    observes_generation: ClassVar[bool] = True
+
+    def __init__(self, params: BaseModel, rng: np.random.Generator):
+        self.params = params
+        self.rng = rng
+
+    def plan_generation(self, view: ClusterView, batch: RolloutBatch) -> GenerationPlan:
+        raise NotImplementedError
+
+    def on_generation_event(self, view: ClusterView, progress: GenerationProgress) -> list[Action]:
+        return []
+
+    def plan_inference(self, view: ClusterView, work: InferenceWork) -> InferencePlan:
+        raise NotImplementedError
+
+    def plan_training(self, view: ClusterView, work: TrainingWork) -> TrainingPlan:
+        raise NotImplementedError
+
+    def on_iteration_end(self, stats: IterationStats) -> None:
+        return None
+
+
+# ------------------------------------------------------------------------------------------- registry
+_REGISTRY: dict[str, type[Scheduler]] = {}
+ENTRY_POINT_GROUP = "sim.schedulers"
+
+
+def register(cls: type[Scheduler]) -> type[Scheduler]:
+    """Class decorator for built-in schedulers."""
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} needs a `name`")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def _load_builtins() -> None:
+    import sim.schedulers.verl  # noqa: F401
+
+
+def available() -> dict[str, type[Scheduler]]:
+    """Built-ins plus plug-ins from the `sim.schedulers` entry-point group (a plug-in may not shadow a built-in)."""
+    _load_builtins()
+    found = dict(_REGISTRY)
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name in found:
+            continue
+        try:
+            cls = ep.load()
+        except Exception as exc:  # a broken plug-in must not break the built-ins
+            found.setdefault(ep.name, _broken(ep.name, exc))
+            continue
+        if isinstance(cls, type) and issubclass(cls, Scheduler):
+            found[ep.name] = cls
+    return found
+
+
+def _broken(name: str, exc: Exception) -> type[Scheduler]:
+    class Broken(Scheduler):
+        error = f"plug-in {name!r} failed to load: {exc}"
+
+    Broken.name = name
+    return Broken

@@ -335,6 +335,8 @@ class Replica:
                     self.waiting = deque(s for s in self.waiting if s not in set(here_waiting))
                 kv = [self.table.prompt_tokens[s] + g for s, g in zip(here_running, gens)] + [0] * len(here_waiting)
                 moved = here_running + here_waiting
+                for s in here_running:  # their KV travels with them: no prefill at the destination
+                    self.table.kv_ready[s] = True
                 self.table.migrations += len(moved)
                 self.listener.on_migrated_out(self, moved, kv, dst)
             elif kind == "release":

@@ -119,9 +119,6 @@ class GenerationPhase:
 
     def on_migrated_out(self, replica: Replica, seqs: list[int], kv_tokens: list[int], dst: Replica) -> None:
         nbytes = float(sum(kv_tokens)) * self.ctx.actor.kv_bytes_per_token
-        for s, kv in zip(seqs, kv_tokens):
-            if kv > 0:
-                self.table.kv_ready[s] = True
         self.kv_transfer_bytes += nbytes
         self.assigned[replica.id] -= len(seqs)
         self.assigned[dst.id] += len(seqs)

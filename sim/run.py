@@ -43,6 +43,7 @@ def execute(args: argparse.Namespace) -> list[dict[str, Any]]:
     from sim.metrics import compare_ratios
     from sim.results import scalar_fields, write_run, write_runs_csv
     from sim.runner import NotImplementedYet, simulate
+    from sim.workload import WorkloadError
 
     path = Path(args.file)
     cfg = load_config(path, args.set)
@@ -52,11 +53,19 @@ def execute(args: argparse.Namespace) -> list[dict[str, Any]]:
         raise NotImplementedYet("--backend ray / --ray-address: distributed sweeps are not implemented yet")
     base_dir = path.resolve().parent
     out = Path(args.out)
-    names = [cfg.scheduler.name] + [n for n in cfg.compare if n != cfg.scheduler.name]
+    names = list(dict.fromkeys([cfg.scheduler.name, *cfg.compare]))
+    variants = {
+        name: cfg if name == cfg.scheduler.name else cfg.model_copy(update={"scheduler": cfg.scheduler.model_copy(update={"name": name, "params": {}})})
+        for name in names
+    }  # fmt: skip
+    check_schedulers(cfg, variants, str(path))
     results = {}
-    for name in names:
-        variant = cfg if name == cfg.scheduler.name else cfg.model_copy(update={"scheduler": cfg.scheduler.model_copy(update={"name": name, "params": {}})})
-        results[name] = (variant, simulate(variant, base_dir, run_id=name))
+    for name, variant in variants.items():
+        try:
+            results[name] = (variant, simulate(variant, base_dir, run_id=name))
+        except WorkloadError as exc:
+            field = "workload.trace" if cfg.workload.trace else "workload.dataset"
+            raise WorkloadError(f"{path}: {field}: {exc}") from None
     main_summary = results[cfg.scheduler.name][1].summary
     if len(names) > 1:
         main_summary["compare"] = {n: compare_ratios(main_summary, results[n][1].summary) for n in names[1:]}
@@ -67,6 +76,28 @@ def execute(args: argparse.Namespace) -> list[dict[str, Any]]:
         records.append({"run_id": name, "status": "ok", "error": "", **scalar_fields(result.summary)})
     write_runs_csv(out / cfg.name, records)
     return [results[n][1].summary for n in names]
+
+
+def check_schedulers(cfg: Any, variants: dict[str, Any], file: str) -> None:
+    """Refuse unknown scheduler names (scheduler.name and compare) and bad scheduler.params before any run."""
+    import numpy as np
+
+    from sim.catalog import suggest
+    from sim.config import ConfigError
+    from sim.runner import make_scheduler
+    from sim.schedulers.base import available
+
+    found = available()
+    for i, name in enumerate(cfg.compare):
+        if name not in found:
+            raise ConfigError(f"{file}: compare[{i}]: unknown scheduler {name!r}{suggest(name, list(found))}; available: {', '.join(sorted(found))}")
+    for variant in variants.values():
+        make_scheduler(variant, np.random.default_rng(0), file=file)
+
+
+def with_file(message: str, file: str) -> str:
+    """Bad-input messages always start with the experiment file (runner/memory/workload errors may not)."""
+    return message if message.startswith(file) else f"{file}: {message}"
 
 
 def print_summary(summaries: list[dict[str, Any]], out: str) -> None:
@@ -119,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         summaries = execute(args)
     except bad as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {with_file(str(exc), str(Path(args.file)))}", file=sys.stderr)
         return BAD_INPUT
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -239,18 +240,40 @@ class DatasetWorkload(Workload):
         return np.random.Generator(np.random.PCG64(np.random.SeedSequence(self._entropy, spawn_key=key)))
 
     def epoch_order(self, e: int) -> tuple[np.ndarray, np.ndarray]:
-        """Epoch e's prompt order (a permutation of 0..pool-1) and its per-prompt offsets eps (indexed by prompt id)."""
+        """Epoch e's prompt order (a permutation of 0..pool-1) and its per-prompt offsets eps (indexed by prompt id).
+
+        An iteration that straddles epochs e-1 and e must not hold a prompt twice, so epoch e's shuffled order
+        is repaired: its first prompts skip those that end epoch e-1 in the same iteration (they come right
+        after). This makes epoch e depend on epoch e-1's order, so orders are built in sequence (and cached).
+        """
         hit = self._epochs.get(e)
         if hit is not None:
             self._epochs.move_to_end(e)
             return hit
+        k = e
+        while k > 0 and k - 1 not in self._epochs:
+            k -= 1
+        prev = self._epochs[k - 1][0] if k > 0 else None
+        for j in range(k, e + 1):
+            result = self._make_epoch(j, prev)
+            self._epochs[j] = result
+            if len(self._epochs) > _CACHE:
+                self._epochs.popitem(last=False)
+            prev = result[0]
+        return result
+
+    def _make_epoch(self, e: int, prev: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        N, P = self.pool_size, self.prompts_per_iteration
         g = self._stream(_S_EPOCH, e)
-        order = g.permutation(self.pool_size).astype(np.int64)
-        eps = g.normal(0.0, self.params.sigma_epoch, self.pool_size)
+        order = g.permutation(N).astype(np.int64)
+        eps = g.normal(0.0, self.params.sigma_epoch, N)
+        tail = (e * N) % P  # prompts of epoch e-1 in the iteration where epoch e begins
+        if prev is not None and tail:
+            head_len = P - tail
+            clash = np.isin(order, prev[N - tail :])
+            head = order[~clash][:head_len]  # N - tail >= head_len prompts are free, as P <= N
+            order = np.concatenate((head, order[~np.isin(order, head)]))
         _freeze(order, eps)
-        self._epochs[e] = (order, eps)
-        if len(self._epochs) > _CACHE:
-            self._epochs.popitem(last=False)
         return order, eps
 
     def epochs_done(self, i: int) -> float:
@@ -304,13 +327,13 @@ class DatasetWorkload(Workload):
 
     @property
     def default_response_tokens(self) -> float:
-        """E[min(L, cap)] for the untrended lognormal L: the dataset-level mean a predictor may assume at first."""
-        s, cap = self.params.response_sigma, float(self.max_response_tokens)
+        """E[clip(L, 1, cap)] for the untrended lognormal L: the dataset-level mean a predictor may assume at first."""
+        s, cap, mu = self.params.response_sigma, float(self.max_response_tokens), self._mu
         if s == 0.0:
-            return min(math.exp(self._mu), cap)
-        lc = math.log(cap)
-        body = math.exp(self._mu + s * s / 2) * _normal_cdf((lc - self._mu - s * s) / s)
-        return body + cap * (1.0 - _normal_cdf((lc - self._mu) / s))
+            return min(max(math.exp(mu), 1.0), cap)
+        lo, hi = (0.0 - mu) / s, (math.log(cap) - mu) / s  # standardised log(1) and log(cap)
+        body = math.exp(mu + s * s / 2) * (_normal_cdf(hi - s) - _normal_cdf(lo - s))
+        return _normal_cdf(lo) + body + cap * (1.0 - _normal_cdf(hi))
 
 
 def _check_index(i: int) -> int:
@@ -383,46 +406,81 @@ def read_trace(path: Path | str, *, max_prompt_tokens: int, max_response_tokens:
     if not path.is_file():
         raise WorkloadError(f"{path}: no such trace file")
     try:
-        with path.open(newline="") as f:
-            reader = csv.reader(f)
-            header = next(reader, None)
-            if header is None:
-                raise _trace_error(path, 1, TRACE_COLUMNS[0], f"empty file: expected the header {','.join(TRACE_COLUMNS)}")
-            header = [h.strip() for h in header]
-            seen: set[str] = set()
-            for h in header:
-                if h in seen:
-                    raise _trace_error(path, 1, h, "column appears twice in the header")
-                seen.add(h)
-                if h not in TRACE_COLUMNS and h not in OPTIONAL_TRACE_COLUMNS:
-                    raise _trace_error(
-                        path, 1, h, f"unknown column; expected {','.join(TRACE_COLUMNS)} and optionally {','.join(OPTIONAL_TRACE_COLUMNS)}"
-                    )
-            for req in TRACE_COLUMNS:
-                if req not in seen:
-                    raise _trace_error(path, 1, req, f"missing column in the header (got {','.join(header)})")
-            width = len(header)
-            cols: list[list[str]] = [[] for _ in header]
-            line_list: list[int] = []
-            for row in reader:
-                if not row or (len(row) == 1 and not row[0].strip()):
-                    continue
-                if len(row) != width:
-                    col = header[len(row)] if len(row) < width else f"#{width + 1}"
-                    what = "missing value" if len(row) < width else f"extra value {row[width]!r} beyond the header's {width} columns"
-                    raise _trace_error(path, reader.line_num, col, what)
-                for c, v in zip(cols, row):
-                    c.append(v)
-                line_list.append(reader.line_num)
+        text = path.read_text()
     except UnicodeDecodeError:
         raise WorkloadError(f"{path}: not a text file") from None
+    physical = text.splitlines()
+    try:
+        header = next(csv.reader(physical[:1]), None)
     except csv.Error as exc:
-        raise WorkloadError(f"{path}: malformed CSV: {exc}") from None
-    if not line_list:
+        raise WorkloadError(f"{path}: line 1: malformed CSV header: {exc}") from None
+    header = _check_header(path, header)
+    fast = _read_clean(physical, len(header))
+    if fast is not None:
+        data, lines = fast
+    else:
+        data, lines = _read_slow(path, text, header)
+    if lines.size == 0:
         raise _trace_error(path, 2, TRACE_COLUMNS[0], "the trace has a header but no rows")
+    cols = {h: data[:, j] for j, h in enumerate(header)} if isinstance(data, np.ndarray) else data
+    return _build_trace(path, cols, lines, max_prompt_tokens, max_response_tokens, template_tokens)
+
+
+def _check_header(path: Path, header: list[str] | None) -> list[str]:
+    if not header:
+        raise _trace_error(path, 1, TRACE_COLUMNS[0], f"empty file: expected the header {','.join(TRACE_COLUMNS)}")
+    header = [h.strip() for h in header]
+    seen: set[str] = set()
+    for h in header:
+        if h in seen:
+            raise _trace_error(path, 1, h, "column appears twice in the header")
+        seen.add(h)
+        if h not in TRACE_COLUMNS and h not in OPTIONAL_TRACE_COLUMNS:
+            raise _trace_error(
+                path, 1, h, f"unknown column; expected {','.join(TRACE_COLUMNS)} and optionally {','.join(OPTIONAL_TRACE_COLUMNS)}"
+            )
+    for req in TRACE_COLUMNS:
+        if req not in seen:
+            raise _trace_error(path, 1, req, f"missing column in the header (got {','.join(header)})")
+    return header
+
+
+def _read_clean(physical: list[str], width: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Fast path for a clean file (plain integers, no blank lines): the int64 table and its line numbers, else None."""
+    body = physical[1:]
+    if not body or not all(body):
+        return None
+    try:
+        table = np.loadtxt(body, delimiter=",", dtype=np.int64, comments=None, ndmin=2)
+    except ValueError:
+        return None
+    if table.shape != (len(body), width):
+        return None
+    return table, np.arange(2, len(body) + 2, dtype=np.int64)
+
+
+def _read_slow(path: Path, text: str, header: list[str]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Row-by-row parse that finds the first bad line and column."""
+    width = len(header)
+    cols: list[list[str]] = [[] for _ in header]
+    line_list: list[int] = []
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        next(reader)
+        for row in reader:
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue
+            if len(row) != width:
+                col = header[len(row)] if len(row) < width else f"#{width + 1}"
+                what = "missing value" if len(row) < width else f"extra value {row[width]!r} beyond the header's {width} columns"
+                raise _trace_error(path, reader.line_num, col, what)
+            for c, v in zip(cols, row):
+                c.append(v)
+            line_list.append(reader.line_num)
+    except csv.Error as exc:
+        raise WorkloadError(f"{path}: line {reader.line_num}: malformed CSV: {exc}") from None
     lines = np.asarray(line_list, dtype=np.int64)
-    data = {h: _parse_ints(path, h, c, lines) for h, c in zip(header, cols)}
-    return _build_trace(path, data, lines, max_prompt_tokens, max_response_tokens, template_tokens)
+    return {h: _parse_ints(path, h, c, lines) for h, c in zip(header, cols)}, lines
 
 
 def _first(mask: np.ndarray, lines: np.ndarray) -> int:
@@ -551,10 +609,11 @@ def write_trace(workload: Workload, iterations: int, path: Path | str) -> Path:
                 (np.full(n, i), s.prompt_ids[sp], s.sample_ids, s.prompt_tokens[sp], s.response_tokens, np.full(n, s.epoch))
             )
         )
+    import pandas as pd
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as f:
-        f.write(",".join((*TRACE_COLUMNS, "epoch")) + "\n")
-        np.savetxt(f, np.concatenate(blocks).astype(np.int64), fmt="%d", delimiter=",")
+    table = pd.DataFrame(np.concatenate(blocks).astype(np.int64), columns=[*TRACE_COLUMNS, "epoch"])
+    table.to_csv(path, index=False, lineterminator="\n")
     return path
 
 

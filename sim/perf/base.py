@@ -43,8 +43,8 @@ def steps_sum_s(co: StepCoeffs, batch: int, context_tokens: float, k: int) -> fl
     am = co.m0 + co.m1 * context_tokens
     sm = co.m1 * b
     da, ds = ac - am, sc - sm  # compute minus memory: da + ds*j
-    if ds == 0.0:
-        split = 0 if da >= 0 else k  # compute wins everywhere (split=0) or memory everywhere
+    if ds == 0.0:  # parallel lines: one of them wins at every step
+        split = k
         first_is_memory = da < 0
     else:
         root = -da / ds  # where the lines cross

@@ -196,3 +196,5 @@ class GenerationPhase:
             kv_transfer_bytes=self.kv_transfer_bytes,
             replicas=float(len(self.replicas)),
         )
+        row = rec.counters[(self.iteration, "generation")]
+        row["rollout_tp"] = float(max((spec.tp for spec in self.specs), default=0))

@@ -52,6 +52,11 @@ def build_tables(
     rows = []
     windows = sorted(rec.windows, key=lambda w: (w[2], PHASE_ORDER.get(w[1], 9)))
     ends = np.array([w[3] for w in windows], dtype=np.float64)
+    if windows and instances:
+        # billed time outside every window (an instance held past the last phase, e.g. kept warm) is
+        # charged at release too, so that the rows still add up to every billed GPU-second
+        first, last = float(windows[0][2]), float(ends.max())
+        surplus = surplus + (np.clip(b1 - np.maximum(b0, last), 0.0, None) + np.clip(np.minimum(b1, first) - b0, 0.0, None)) * bn
     release_window = np.clip(np.searchsorted(ends, b1, side="left"), 0, max(len(windows) - 1, 0))
     surplus_by_window = np.bincount(release_window, weights=surplus, minlength=len(windows)) if instances else np.zeros(len(windows))
     for idx, (it, phase, w0, w1) in enumerate(windows):
@@ -70,9 +75,9 @@ def build_tables(
             {
                 "iteration": it,
                 "phase": phase,
-                "start_s": w0,
-                "end_s": w1,
-                "duration_s": dur,
+                "start_s": float(w0),
+                "end_s": float(w1),
+                "duration_s": float(dur),
                 "busy_gpu_s": busy,
                 "billed_gpu_s": billed,
                 "idle_gpu_s": idle,
@@ -87,13 +92,19 @@ def build_tables(
             }
         )
 
-    busy_by_slot: dict[Any, float] = defaultdict(float)
-    for a in acts:
+    # per GPU: the indices of the activities that used it (an instance's busy time is its busiest GPU's
+    # work inside the instance's lifetime; a GPU may host several instances one after another)
+    acts_by_slot: dict[Any, list[int]] = defaultdict(list)
+    for k, a in enumerate(acts):
         for s in a.slots:
-            busy_by_slot[s] += a.end_s - a.start_s
+            acts_by_slot[s].append(k)
     inst_rows = []
     for inst, billed_s in zip(instances, billed_inst):
-        busy_s = max((busy_by_slot.get(s, 0.0) for s in inst.slots), default=0.0)
+        busy_s = 0.0
+        for s in inst.slots:
+            idx = acts_by_slot.get(s)
+            if idx:
+                busy_s = max(busy_s, float(_overlap(a0[idx], a1[idx], inst.requested_s, inst.released_s).sum()))
         inst_rows.append(
             {
                 "instance_id": inst.instance_id,
@@ -133,6 +144,12 @@ def summarize(
         starts[r["iteration"]] = min(starts[r["iteration"]], r["start_s"])
         ends[r["iteration"]] = max(ends[r["iteration"]], r["end_s"])
     iter_s = [ends[i] - starts[i] for i in sorted(ends)]
+    gen_counts: dict[str, list[float]] = {"replicas": [], "rollout_tp": []}
+    for (_, phase), counts in sorted(rec.counters.items()):
+        if phase == "generation":
+            for key in gen_counts:
+                if key in counts:
+                    gen_counts[key].append(counts[key])
     summary = {
         **{k: meta[k] for k in ("name", "run_id", "scheduler", "deployment", "seed", "iterations")},
         "mean_iteration_s": float(np.mean(iter_s)) if iter_s else 0.0,
@@ -152,6 +169,8 @@ def summarize(
         "preemptions": int(sum(r["preemptions"] for r in rows)),
         "prefill_tokens": int(sum(r["prefill_tokens"] for r in rows)),
         "phases": phases,
+        "rollout_replicas": float(np.mean(gen_counts["replicas"])) if gen_counts["replicas"] else 0.0,
+        "rollout_tp": int(max(gen_counts["rollout_tp"], default=0)),
         "model": meta["model"],
         "gpu": meta["gpu"],
         "gpus": meta["gpus"],

@@ -82,8 +82,10 @@ def check_schedulers(cfg: Any, variants: dict[str, Any], file: str) -> None:
     """Refuse unknown scheduler names (scheduler.name and compare) and bad scheduler.params before any run."""
     import numpy as np
 
+    from pydantic import ValidationError
+
     from sim.catalog import suggest
-    from sim.config import ConfigError
+    from sim.config import ConfigError, format_validation_error
     from sim.runner import make_scheduler
     from sim.schedulers.base import available
 
@@ -92,6 +94,12 @@ def check_schedulers(cfg: Any, variants: dict[str, Any], file: str) -> None:
         if name not in found:
             raise ConfigError(f"{file}: compare[{i}]: unknown scheduler {name!r}{suggest(name, list(found))}; available: {', '.join(sorted(found))}")
     for variant in variants.values():
+        cls = found.get(variant.scheduler.name)
+        if cls is not None and not hasattr(cls, "error"):
+            try:
+                cls.Params.model_validate(variant.scheduler.params)
+            except ValidationError as exc:
+                raise ConfigError(format_validation_error(exc, file, root=cls.Params, prefix="scheduler.params.")) from None
         make_scheduler(variant, np.random.default_rng(0), file=file)
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 
 if TYPE_CHECKING:  # pragma: no cover
     from sim.config import WorkloadConfig
@@ -609,8 +610,6 @@ def write_trace(workload: Workload, iterations: int, path: Path | str) -> Path:
                 (np.full(n, i), s.prompt_ids[sp], s.sample_ids, s.prompt_tokens[sp], s.response_tokens, np.full(n, s.epoch))
             )
         )
-    import pandas as pd
-
     path.parent.mkdir(parents=True, exist_ok=True)
     table = pd.DataFrame(np.concatenate(blocks).astype(np.int64), columns=[*TRACE_COLUMNS, "epoch"])
     table.to_csv(path, index=False, lineterminator="\n")
@@ -640,6 +639,8 @@ def make_workload(
             p = Path(base_dir) / p
         template = 0
         if dataset is not None:
+            if not isinstance(dataset, Mapping):
+                raise WorkloadError(f"trace workload: expected a mapping with template_tokens, got {dataset!r}")
             template = int(_number("trace workload", "template_tokens", dataset.get("template_tokens", 0), integer=True, minimum=0))
         return read_trace(p, max_prompt_tokens=cfg.max_prompt_tokens, max_response_tokens=cfg.max_response_tokens, template_tokens=template)
     if isinstance(cfg.dataset, str):

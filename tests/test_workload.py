@@ -1,0 +1,479 @@
+"""Tests for sim/workload.py: the dataset length model, its calibration targets, and trace replay."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sim.config import WorkloadConfig
+from sim.workload import (
+    DatasetWorkload,
+    RolloutSamples,
+    WorkloadError,
+    make_workload,
+    parse_dataset,
+    read_trace,
+    write_trace,
+)
+from sim.workload import main as workload_main
+
+ROOT = Path(__file__).resolve().parent.parent
+DATASETS = yaml.safe_load((ROOT / "workloads" / "datasets.yaml").read_text())
+ARRAYS = ("prompt_ids", "prompt_tokens", "sample_prompt", "sample_ids", "response_tokens")
+
+
+def build(seed: int = 0, dataset: Any = "gsm8k", **kw: Any) -> DatasetWorkload:
+    kw.setdefault("prompts_per_iteration", 16)
+    kw.setdefault("samples_per_prompt", 4)
+    cfg = WorkloadConfig(dataset=dataset, **kw)
+    entry = DATASETS[dataset] if isinstance(dataset, str) else dataset
+    w = make_workload(cfg, entry, None, np.random.default_rng(seed), ROOT)
+    assert isinstance(w, DatasetWorkload)
+    return w
+
+
+def inline(**over: Any) -> dict[str, Any]:
+    d: dict[str, Any] = {
+        "num_prompts": 200,
+        "template_tokens": 10,
+        "prompt_tokens": {"median": 50, "sigma": 0.3},
+        "response_tokens": {"median": 200, "sigma_prompt": 0.3, "sigma_epoch": 0.1, "sigma_sample": 0.1},
+    }
+    d.update(over)
+    return d
+
+
+def same(a: RolloutSamples, b: RolloutSamples) -> bool:
+    return (
+        a.iteration == b.iteration
+        and a.epoch == b.epoch
+        and a.template_tokens == b.template_tokens
+        and all(np.array_equal(getattr(a, f), getattr(b, f)) for f in ARRAYS)
+    )
+
+
+def group_means(s: RolloutSamples) -> dict[int, float]:
+    sums = np.bincount(s.sample_prompt, weights=s.response_tokens)
+    counts = np.bincount(s.sample_prompt)
+    return dict(zip(s.prompt_ids.tolist(), (sums / counts).tolist()))
+
+
+def per_epoch_group_means(w: DatasetWorkload, epochs: int) -> list[dict[int, float]]:
+    per_iter = w.pool_size // w.prompts_per_iteration
+    assert per_iter * w.prompts_per_iteration == w.pool_size
+    out = []
+    for e in range(epochs):
+        m: dict[int, float] = {}
+        for i in range(e * per_iter, (e + 1) * per_iter):
+            assert w.iteration(i).epoch == e
+            m.update(group_means(w.iteration(i)))
+        out.append(m)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- determinism, bounds
+
+
+def test_same_seed_same_arrays_in_any_call_order() -> None:
+    a, b = build(seed=7), build(seed=7)
+    forward = [a.iteration(i) for i in range(6)]
+    backward = [b.iteration(i) for i in reversed(range(6))][::-1]
+    assert all(same(x, y) for x, y in zip(forward, backward))
+    assert same(build(seed=7).iteration(3), forward[3])
+
+
+def test_different_seed_different_arrays() -> None:
+    a, b = build(seed=1).iteration(0), build(seed=2).iteration(0)
+    assert not np.array_equal(a.response_tokens, b.response_tokens)
+    assert not np.array_equal(a.prompt_ids, b.prompt_ids)
+
+
+def test_arrays_are_read_only() -> None:
+    s = build().iteration(0)
+    with pytest.raises(ValueError):
+        s.response_tokens[0] = 5
+
+
+@pytest.mark.parametrize("name", sorted(DATASETS))
+def test_lengths_within_bounds(name: str) -> None:
+    w = build(dataset=name, prompts_per_iteration=128, samples_per_prompt=8, max_prompt_tokens=300, max_response_tokens=400)
+    entry = parse_dataset(name, DATASETS[name])
+    for i in range(3):
+        s = w.iteration(i)
+        assert s.response_tokens.dtype == np.int64 and s.prompt_tokens.dtype == np.int64
+        assert s.response_tokens.min() >= 1 and s.response_tokens.max() <= 400
+        assert s.prompt_tokens.min() >= entry.template_tokens + 1 and s.prompt_tokens.max() <= 300
+        assert s.template_tokens == entry.template_tokens
+
+
+def test_truncation_is_reported() -> None:
+    w = build(prompts_per_iteration=256, samples_per_prompt=8, max_response_tokens=300)
+    s = w.iteration(0)
+    frac = w.truncated_fraction(0)
+    assert frac == np.mean(s.response_tokens == 300)
+    # GSM8K at a 300 cap: P(L > 300) = P(z > ln(300/240)/0.306) ~ 23%
+    assert 0.15 < frac < 0.32
+    assert build(prompts_per_iteration=256, samples_per_prompt=8).truncated_fraction(0) < 0.001
+
+
+def test_default_response_tokens_matches_capped_mean() -> None:
+    for cap in (2048, 300):
+        w = build(prompts_per_iteration=4096, samples_per_prompt=8, max_response_tokens=cap, dataset_prompts=7473)
+        empirical = w.iteration(0).response_tokens.mean()
+        assert abs(w.default_response_tokens - empirical) / empirical < 0.03
+
+
+# ---------------------------------------------------------------------------------------------- correlation structure
+
+
+def test_samples_of_a_prompt_are_closer_than_other_prompts() -> None:
+    s = build(prompts_per_iteration=256, samples_per_prompt=8).iteration(0)
+    logs = np.log(s.response_tokens)
+    means = np.bincount(s.sample_prompt, weights=logs) / np.bincount(s.sample_prompt)
+    within = np.mean((logs - means[s.sample_prompt]) ** 2)
+    between = np.var(means)
+    assert within < between / 3  # configured: 0.12^2 vs 0.25^2 + 0.13^2 (+ 0.12^2/8)
+
+
+def test_epoch_to_epoch_correlation_of_a_prompts_mean_length() -> None:
+    w = build(prompts_per_iteration=128, samples_per_prompt=8, dataset_prompts=512)
+    means = per_epoch_group_means(w, 4)
+    corrs = []
+    for e in range(3):
+        ids = sorted(means[e])
+        assert ids == sorted(means[e + 1]) == list(range(512))
+        corrs.append(np.corrcoef([means[e][p] for p in ids], [means[e + 1][p] for p in ids])[0, 1])
+    assert min(corrs) > 0.7
+
+
+def test_gsm8k_epoch_change_calibration() -> None:
+    """sigma_epoch was derived so that ~70% of a prompt's group-mean changes between epochs are < 50 tokens."""
+    w = build(prompts_per_iteration=250, samples_per_prompt=8, dataset_prompts=1000)
+    m0, m1 = per_epoch_group_means(w, 2)
+    diffs = np.array([m1[p] - m0[p] for p in m0])
+    assert abs(np.mean(np.abs(diffs) < 50) - 0.70) < 0.05
+
+
+def test_no_epoch_noise_means_only_sample_noise_between_epochs() -> None:
+    d = inline(response_tokens={"median": 200, "sigma_prompt": 0.5, "sigma_epoch": 0.0, "sigma_sample": 0.0})
+    w = build(dataset=d, prompts_per_iteration=50, samples_per_prompt=2)
+    m0, m1 = per_epoch_group_means(w, 2)
+    assert all(m0[p] == m1[p] for p in m0)
+
+
+@pytest.mark.parametrize("trend", [0.1, -0.1])
+def test_trend_sign(trend: float) -> None:
+    d = inline(response_trend_per_epoch=trend)
+    w = build(dataset=d, prompts_per_iteration=100, samples_per_prompt=8, max_response_tokens=100_000)
+    early = np.mean(np.log(w.iteration(0).response_tokens))
+    late = np.mean(np.log(w.iteration(12).response_tokens))  # 6 epochs later
+    expected = 6 * np.log1p(trend)  # same prompts (2 iterations per epoch), so the offsets a_p cancel out on average
+    assert np.sign(late - early) == np.sign(trend)
+    assert abs((late - early) - expected) < 0.12
+
+
+def test_gsm8k_lengths_shrink_over_training() -> None:
+    w = build(prompts_per_iteration=1000, samples_per_prompt=4, dataset_prompts=1000)
+    assert w.iteration(20).response_tokens.mean() < w.iteration(0).response_tokens.mean()
+
+
+def test_dataset_means_differ_as_configured() -> None:
+    means = {
+        n: build(dataset=n, prompts_per_iteration=400, samples_per_prompt=4).iteration(0).response_tokens.mean()
+        for n in ("gsm8k", "math", "gpqa", "livecodebench")
+    }
+    assert means["gsm8k"] < means["math"] < means["gpqa"] < means["livecodebench"]
+    assert means["gpqa"] > 1.8 * means["gsm8k"] and means["livecodebench"] > 2.3 * means["gsm8k"]
+    prompts = {n: build(dataset=n, prompts_per_iteration=400).iteration(0).prompt_tokens.mean() for n in ("gsm8k", "gpqa", "livecodebench")}
+    assert prompts["gsm8k"] < prompts["gpqa"] < prompts["livecodebench"]
+    assert 95 < prompts["gsm8k"] < 113  # calibration.md: ~104 with the Qwen2.5 chat template
+
+
+# ---------------------------------------------------------------------------------------------- the prompt walk
+
+
+def test_walk_covers_each_prompt_once_per_epoch() -> None:
+    w = build(prompts_per_iteration=16, dataset_prompts=100)  # iterations straddle epochs
+    ids = np.concatenate([w.iteration(i).prompt_ids for i in range(19)])[:300]
+    epochs = ids.reshape(3, 100)
+    for e in range(3):
+        assert sorted(epochs[e].tolist()) == list(range(100))
+    assert not np.array_equal(epochs[0], epochs[1])  # reshuffled each epoch
+    assert [w.iteration(i).epoch for i in (0, 6, 7)] == [0, 0, 1]  # iteration 6 holds positions 96..111
+    assert w.iteration(6).prompt_ids.size == 16
+
+
+def test_straddling_iterations_never_repeat_a_prompt() -> None:
+    w = build(prompts_per_iteration=60, samples_per_prompt=1, dataset_prompts=100)
+    walk = []
+    for i in range(50):  # 30 epochs, more than the epoch cache holds
+        ids = w.iteration(i).prompt_ids
+        assert np.unique(ids).size == 60
+        walk.append(ids)
+    epochs = np.concatenate(walk).reshape(30, 100)
+    assert all(sorted(row.tolist()) == list(range(100)) for row in epochs)
+    # random access, cold and after cache eviction, gives the same iterations as the sequential walk
+    cold = build(prompts_per_iteration=60, samples_per_prompt=1, dataset_prompts=100)
+    assert same(cold.iteration(47), w.iteration(47))
+    assert np.array_equal(w.iteration(3).prompt_ids, walk[3]) and np.array_equal(cold.iteration(1).prompt_ids, walk[1])
+
+
+def test_first_prompts_do_not_depend_on_pool_size() -> None:
+    full, small = build(seed=3), build(seed=3, dataset_prompts=50)
+    assert np.array_equal(full.prompt_lengths[:50], small.prompt_lengths)
+    assert np.array_equal(full.prompt_offsets[:50], small.prompt_offsets)
+
+
+def test_pool_size_errors() -> None:
+    with pytest.raises(WorkloadError, match="dataset_prompts"):
+        build(dataset="gpqa", dataset_prompts=449)
+    with pytest.raises(WorkloadError, match="prompts_per_iteration"):
+        build(dataset="gpqa", prompts_per_iteration=512)
+    with pytest.raises(WorkloadError, match="max_prompt_tokens"):
+        build(dataset="livecodebench", max_prompt_tokens=100)
+
+
+# ---------------------------------------------------------------------------------------------- dataset validation
+
+
+@pytest.mark.parametrize("name", sorted(DATASETS))
+def test_shipped_datasets_validate_and_cite(name: str) -> None:
+    p = parse_dataset(name, DATASETS[name])
+    assert p.num_prompts >= 1
+    assert DATASETS[name].get("sources") and DATASETS[name].get("notes")
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field"),
+    [
+        (lambda d: d.pop("num_prompts"), "num_prompts"),
+        (lambda d: d.update(num_prompts=-3), "num_prompts"),
+        (lambda d: d.update(num_prompts=12.5), "num_prompts"),
+        (lambda d: d.update(template_tokens=True), "template_tokens"),
+        (lambda d: d.update(prompt_tokens={"median": 50}), "prompt_tokens.sigma"),
+        (lambda d: d.update(prompt_tokens={"median": 0, "sigma": 0.1}), "prompt_tokens.median"),
+        (lambda d: d["response_tokens"].update(sigma_epoch=-0.1), "response_tokens.sigma_epoch"),
+        (lambda d: d["response_tokens"].update(sigma_sampel=0.1), "sigma_sampel"),
+        (lambda d: d.update(response_trend_per_epoch=-1.0), "response_trend_per_epoch"),
+        (lambda d: d.update(response_trend_per_epoch="fast"), "response_trend_per_epoch"),
+        (lambda d: d.update(num_promts=5), "num_promts"),
+        (lambda d: d.update(response_tokens=240), "response_tokens"),
+    ],
+)
+def test_bad_dataset_entries_name_dataset_and_field(mutate: Any, field: str) -> None:
+    d = inline()
+    d["response_tokens"] = dict(d["response_tokens"])
+    mutate(d)
+    with pytest.raises(WorkloadError) as exc:
+        parse_dataset("mydata", d)
+    assert "mydata" in str(exc.value) and field in str(exc.value)
+    # inline mappings from an experiment file go through the same validation
+    cfg = WorkloadConfig(dataset=d, prompts_per_iteration=4)
+    with pytest.raises(WorkloadError) as exc2:
+        make_workload(cfg, d, None, np.random.default_rng(0), ROOT)
+    assert "inline" in str(exc2.value) and field in str(exc2.value)
+
+
+def test_make_workload_reads_catalog_when_no_entry_passed() -> None:
+    cfg = WorkloadConfig(dataset="gsm8k", prompts_per_iteration=8)
+    a = make_workload(cfg, None, None, np.random.default_rng(5), ROOT)
+    b = make_workload(cfg, DATASETS["gsm8k"], None, np.random.default_rng(5), ROOT)
+    assert same(a.iteration(1), b.iteration(1))
+    with pytest.raises(WorkloadError, match="gsm8"):
+        make_workload(WorkloadConfig(dataset="gsm8", prompts_per_iteration=8), None, None, np.random.default_rng(5), ROOT)
+
+
+# ---------------------------------------------------------------------------------------------- traces
+
+HEADER = "iteration,prompt_id,sample_id,prompt_tokens,response_tokens\n"
+
+
+def trace_cfg(trace: str = "t.csv", **kw: Any) -> WorkloadConfig:
+    return WorkloadConfig(trace=trace, **kw)
+
+
+def test_trace_round_trip(tmp_path: Path) -> None:
+    w = build(prompts_per_iteration=16, samples_per_prompt=4, dataset_prompts=40)
+    path = write_trace(w, 6, tmp_path / "sub" / "rt.csv")
+    r = read_trace(path, max_prompt_tokens=w.max_prompt_tokens, max_response_tokens=w.max_response_tokens, template_tokens=25)
+    assert r.num_iterations == 6
+    assert all(same(w.iteration(i), r.iteration(i)) for i in range(6))
+    assert [r.iteration(i).epoch for i in range(6)] == [0, 0, 0, 1, 1, 2]
+    # without the epoch column the epoch is inferred from how often the first prompt was seen before
+    lines = path.read_text().splitlines()
+    stripped = "\n".join(line.rsplit(",", 1)[0] for line in lines) + "\n"
+    (tmp_path / "noepoch.csv").write_text(stripped)
+    r2 = read_trace(tmp_path / "noepoch.csv", max_prompt_tokens=1024, max_response_tokens=2048, template_tokens=25)
+    assert all(same(w.iteration(i), r2.iteration(i)) for i in range(6))
+
+
+def test_example_trace_is_reproducible(tmp_path: Path) -> None:
+    """traces/example_gsm8k_trace.csv is what docs/workload.md says: the gsm8k model, seed 0."""
+    assert workload_main(
+        ["gsm8k", "--out", str(tmp_path / "x.csv"), "--iterations", "3", "--prompts", "16", "--samples", "4",
+         "--dataset-prompts", "32", "--seed", "0"]
+    ) == 0
+    assert (tmp_path / "x.csv").read_text() == (ROOT / "traces" / "example_gsm8k_trace.csv").read_text()
+    w = make_workload(trace_cfg("traces/example_gsm8k_trace.csv"), None, None, np.random.default_rng(0), ROOT)
+    assert w.num_iterations == 3 and w.iteration(2).response_tokens.size == 64
+
+
+def test_trace_replay_details(tmp_path: Path) -> None:
+    text = HEADER + "\n".join(
+        [
+            "0,7,1,30,50",  # rows out of order: samples get sorted, prompts keep first-appearance order
+            "0,3,0,20,5000",  # above the cap: clipped to 100
+            "0,7,0,30,40",
+            "0,7,2,30,60",
+            "1,7,0,30,45",  # prompt ids recur across iterations
+            "",
+        ]
+    )
+    (tmp_path / "t.csv").write_text(text + "\n")
+    w = make_workload(trace_cfg(max_response_tokens=100), None, "t.csv", np.random.default_rng(0), tmp_path)
+    s = w.iteration(0)
+    assert s.prompt_ids.tolist() == [7, 3]
+    assert s.prompt_tokens.tolist() == [30, 20]
+    assert s.sample_prompt.tolist() == [0, 0, 0, 1]
+    assert s.sample_ids.tolist() == [0, 1, 2, 0]
+    assert s.response_tokens.tolist() == [40, 50, 60, 100]
+    assert (s.epoch, w.iteration(1).epoch) == (0, 1)
+    assert w.truncated_fraction(0) == 0.25
+    assert w.default_response_tokens == pytest.approx((40 + 50 + 60 + 100 + 45) / 5)
+    with pytest.raises(WorkloadError, match="has 2 iterations"):
+        w.iteration(2)
+    abs_path = make_workload(trace_cfg(), None, tmp_path / "t.csv", np.random.default_rng(0), Path("/nonexistent"))
+    assert same(abs_path.iteration(1), w.iteration(1))
+
+
+def test_trace_columns_in_any_order(tmp_path: Path) -> None:
+    (tmp_path / "t.csv").write_text("response_tokens,epoch,sample_id,prompt_tokens,prompt_id,iteration\n20,4,0,10,3,0\n25,4,1,10,3,0\n")
+    s = read_trace(tmp_path / "t.csv", max_prompt_tokens=100, max_response_tokens=100).iteration(0)
+    assert (s.epoch, s.prompt_ids.tolist(), s.prompt_tokens.tolist(), s.response_tokens.tolist()) == (4, [3], [10], [20, 25])
+
+
+def test_empty_and_missing_trace(tmp_path: Path) -> None:
+    (tmp_path / "empty.csv").write_text(HEADER)
+    with pytest.raises(WorkloadError, match="empty.csv.*no rows"):
+        make_workload(trace_cfg(), None, "empty.csv", np.random.default_rng(0), tmp_path)
+    with pytest.raises(WorkloadError, match="nope.csv"):
+        make_workload(trace_cfg(), None, "nope.csv", np.random.default_rng(0), tmp_path)
+
+
+BAD_TRACES = [
+    ("empty file", "", 1, "iteration"),
+    ("missing column", "iteration,prompt_id,sample_id,prompt_tokens\n0,0,0,10\n", 1, "response_tokens"),
+    ("unknown column", HEADER.strip() + ",reward\n0,0,0,10,20,1\n", 1, "reward"),
+    ("no header", "0,0,0,10,20\n", 1, "0"),
+    ("short row", HEADER + "0,0,0,10,20\n0,1,0,10\n", 3, "response_tokens"),
+    ("long row", HEADER + "0,0,0,10,20\n0,1,0,10,20,7\n", 3, "#6"),
+    ("duplicate column", HEADER.strip() + ",prompt_id\n0,0,0,10,20,1\n", 1, "prompt_id"),
+    ("non-integer", HEADER + "0,0,0,10,20\n0,1,0,10,20.5\n", 3, "response_tokens"),
+    ("empty value", HEADER + "0,0,,10,20\n", 2, "sample_id"),
+    ("zero response", HEADER + "0,0,0,10,20\n0,1,0,10,0\n", 3, "response_tokens"),
+    ("negative prompt", HEADER + "0,0,0,-10,20\n", 2, "prompt_tokens"),
+    ("negative iteration", HEADER + "-1,0,0,10,20\n", 2, "iteration"),
+    ("duplicate key", HEADER + "0,0,0,10,20\n0,0,1,10,20\n0,0,0,10,25\n", 4, "sample_id"),
+    ("prompt tokens differ", HEADER + "0,0,0,10,20\n0,0,1,11,20\n", 3, "prompt_tokens"),
+    ("sample id gap", HEADER + "0,0,0,10,20\n0,0,2,10,20\n", 3, "sample_id"),
+    ("sample ids from 1", HEADER + "0,0,1,10,20\n0,0,2,10,20\n", 2, "sample_id"),
+    ("prompt too long", HEADER + "0,0,0,10,20\n0,1,0,2000,20\n", 3, "prompt_tokens"),
+    ("iteration gap", HEADER + "0,0,0,10,20\n2,0,0,10,20\n", 3, "iteration"),
+    ("iterations from 1", HEADER + "1,0,0,10,20\n", 2, "iteration"),
+    ("bad epoch", HEADER.strip() + ",epoch\n0,0,0,10,20,x\n", 2, "epoch"),
+]
+
+
+@pytest.mark.parametrize(("case", "text", "line", "column"), BAD_TRACES, ids=[c[0] for c in BAD_TRACES])
+def test_bad_trace_errors_name_file_line_column(tmp_path: Path, case: str, text: str, line: int, column: str) -> None:
+    path = tmp_path / "bad_trace.csv"
+    path.write_text(text)
+    with pytest.raises(WorkloadError) as exc:
+        make_workload(trace_cfg(), None, "bad_trace.csv", np.random.default_rng(0), tmp_path)
+    msg = str(exc.value)
+    assert "bad_trace.csv" in msg and f"line {line}," in msg and f"column {column!r}" in msg, msg
+
+
+def test_trace_template_tokens(tmp_path: Path) -> None:
+    (tmp_path / "t.csv").write_text(HEADER + "0,0,0,30,20\n")
+    w = make_workload(trace_cfg(), {"template_tokens": 25}, "t.csv", np.random.default_rng(0), tmp_path)
+    assert w.iteration(0).template_tokens == 25
+    assert make_workload(trace_cfg(), None, "t.csv", np.random.default_rng(0), tmp_path).iteration(0).template_tokens == 0
+    with pytest.raises(WorkloadError, match="line 2, column 'prompt_tokens'"):
+        make_workload(trace_cfg(), {"template_tokens": 30}, "t.csv", np.random.default_rng(0), tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------- properties
+
+
+def check_shapes(s: RolloutSamples, cap: int) -> None:
+    P, S = s.prompt_ids.size, s.response_tokens.size
+    assert s.prompt_tokens.size == P and s.sample_prompt.size == S and s.sample_ids.size == S
+    assert np.all(np.diff(s.sample_prompt) >= 0) and set(s.sample_prompt.tolist()) == set(range(P))
+    counts = np.bincount(s.sample_prompt, minlength=P)
+    starts = np.r_[0, np.cumsum(counts)[:-1]]
+    assert np.array_equal(s.sample_ids, np.arange(S) - np.repeat(starts, counts))
+    assert s.response_tokens.min() >= 1 and s.response_tokens.max() <= cap
+    assert len(set(s.prompt_ids.tolist())) == P
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    num_prompts=st.integers(1, 300),
+    ppi=st.integers(1, 300),
+    n=st.integers(1, 9),
+    cap=st.integers(1, 5000),
+    sigmas=st.tuples(*[st.floats(0, 2)] * 5),
+    median=st.floats(1, 5000),
+    trend=st.floats(-0.5, 0.5),
+    seed=st.integers(0, 2**32),
+    i=st.integers(0, 50),
+)
+def test_property_dataset_shapes(num_prompts, ppi, n, cap, sigmas, median, trend, seed, i) -> None:
+    ppi = min(ppi, num_prompts)
+    d = {
+        "num_prompts": num_prompts,
+        "template_tokens": 5,
+        "prompt_tokens": {"median": 30, "sigma": sigmas[0]},
+        "response_tokens": {"median": median, "sigma_prompt": sigmas[1], "sigma_epoch": sigmas[2], "sigma_sample": sigmas[3]},
+        "response_trend_per_epoch": trend,
+    }
+    cfg = WorkloadConfig(dataset=d, prompts_per_iteration=ppi, samples_per_prompt=n, max_response_tokens=cap, max_prompt_tokens=64)
+    w = make_workload(cfg, d, None, np.random.default_rng(seed), ROOT)
+    s = w.iteration(i)
+    assert s.prompt_ids.size == ppi and s.response_tokens.size == ppi * n
+    check_shapes(s, cap)
+    assert s.prompt_tokens.min() >= 6 and s.prompt_tokens.max() <= 64
+    assert 1 <= w.default_response_tokens <= cap
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    groups=st.lists(st.lists(st.integers(1, 6), min_size=1, max_size=5), min_size=1, max_size=4),
+    seed=st.integers(0, 2**32),
+)
+def test_property_trace_with_varying_group_sizes(tmp_path_factory, groups, seed) -> None:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for it, sizes in enumerate(groups):
+        pids = rng.choice(20, size=len(sizes), replace=False)
+        for pid, size in zip(pids, sizes):
+            pt = int(rng.integers(1, 100))
+            rows += [(it, int(pid), k, pt, int(rng.integers(1, 300))) for k in range(size)]
+    order = rng.permutation(len(rows))
+    path = tmp_path_factory.mktemp("tr") / "t.csv"
+    path.write_text(HEADER + "".join(",".join(map(str, rows[j])) + "\n" for j in order))
+    w = read_trace(path, max_prompt_tokens=100, max_response_tokens=200)
+    assert w.num_iterations == len(groups)
+    for it, sizes in enumerate(groups):
+        s = w.iteration(it)
+        check_shapes(s, 200)
+        assert sorted(np.bincount(s.sample_prompt).tolist()) == sorted(sizes)
+    again = read_trace(write_trace(w, len(groups), path.with_name("u.csv")), max_prompt_tokens=100, max_response_tokens=200)
+    assert all(same(w.iteration(k), again.iteration(k)) for k in range(len(groups)))

@@ -112,6 +112,7 @@ class Replica:
         self.ctx = 0  # total context of running sequences (what attention reads)
         self.mem = 0  # KV tokens held (a group's shared prompt counted once)
         self.group_refs: dict[int, int] = {}
+        self.group_prompt: dict[int, int] = {}  # tokens charged when the group's prompt became resident
         self._pending: list[tuple[str, Any]] = []
         self._pending_prefill_s = 0.0
         self.proc: simpy.Process | None = None
@@ -247,7 +248,7 @@ class Replica:
             refs[group] = n
             return 0
         del refs[group]
-        return prompt
+        return self.group_prompt.pop(group)
 
     def _admit(self) -> None:
         table = self.table
@@ -279,7 +280,11 @@ class Replica:
                     table.recomputed_tokens += g
                 new_tokens += fresh_prompt + g
             if self.prefix_sharing:
-                refs[grp] = refs.get(grp, 0) + 1
+                if shared:
+                    refs[grp] += 1
+                else:
+                    refs[grp] = 1
+                    self.group_prompt[grp] = p
             self.mem += need
             self.ctx += p + g
             fin = self.steps + target[s] - g

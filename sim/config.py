@@ -75,6 +75,13 @@ class BillingConfig(Strict):
     bill_cold_start: bool = True
 
 
+class StorageConfig(Strict):
+    """Where function instances load weights from (bandwidth per node, one direction)."""
+
+    remote_bytes_per_s: float = Field(0.19e9, gt=0, description="object store (S3 mount): 0.19 GB/s, calibration.md 4.3")
+    ssd_bytes_per_s: float = Field(2.25e9, gt=0, description="local NVMe: 2.25 GB/s, calibration.md 4.3")
+
+
 class FailureConfig(Strict):
     mtbf_s: float | None = Field(None, gt=0)
 
@@ -86,7 +93,11 @@ class PlatformConfig(Strict):
     cold_start: ColdStartConfig = ColdStartConfig()
     billing: BillingConfig = BillingConfig()
     failures: FailureConfig = FailureConfig()
+    storage: StorageConfig = StorageConfig()
     price_usd_per_gpu_hour: float | None = Field(None, ge=0, description="overrides the GPU catalog's on-demand price")
+    prices_usd_per_gpu_hour: dict[str, float] = Field(
+        default_factory=dict, description="per GPU type (a preset's price list); price_usd_per_gpu_hour wins"
+    )
 
 
 class SchedulerConfig(Strict):
@@ -256,9 +267,35 @@ def read_yaml_file(path: Path) -> dict[str, Any]:
     return data
 
 
+def merge_preset(raw: dict[str, Any], catalog: Catalog, file: str) -> dict[str, Any]:
+    """`platform.preset` supplies defaults; keys written in the experiment file override them."""
+    platform = raw.get("platform")
+    if not isinstance(platform, dict) or platform.get("preset") is None:
+        return raw
+    name = platform["preset"]
+    if not isinstance(name, str) or name not in catalog.platforms:
+        known = ", ".join(sorted(catalog.platforms))
+        hint = suggest(name, list(catalog.platforms)) if isinstance(name, str) else ""
+        raise ConfigError(f"{file}: platform.preset: unknown preset {name!r}{hint}; expected one of: {known} (workloads/platforms.yaml)")
+    preset = {k: v for k, v in catalog.platforms[name].items() if k not in ("sources", "notes", "source", "description")}
+    merged = _deep_merge(preset, platform)
+    return {**raw, "platform": merged}
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
 def validate(raw: dict[str, Any], file: str, catalog: Catalog | None = None) -> ExperimentConfig:
     """Validate a raw mapping; errors become one ConfigError naming file and field paths."""
     catalog = catalog if catalog is not None else load_catalog()
+    raw = merge_preset(raw, catalog, file)
     try:
         return ExperimentConfig.model_validate(raw, context={"catalog": catalog})
     except ValidationError as exc:

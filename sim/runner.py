@@ -38,6 +38,7 @@ class RunResult:
     instances: list[dict[str, Any]]
     completion_s: list[np.ndarray] = field(default_factory=list)
     generated: list[np.ndarray] = field(default_factory=list)
+    activities: list[dict[str, Any]] = field(default_factory=list)  # busy intervals: for Gantt charts
 
 
 def resolve_model(spec: str | dict[str, Any] | None, catalog: Catalog, field_path: str) -> ModelSpec | None:
@@ -156,4 +157,19 @@ def simulate(cfg: ExperimentConfig, base_dir: Path | str = ".", catalog: Catalog
         "price_usd_per_gpu_hour": price,
     }  # fmt: skip
     summary = summarize(rows, inst_rows, meta, rec)
-    return RunResult(summary, rows, inst_rows, rec.completion_s, rec.generated)
+    return RunResult(summary, rows, inst_rows, rec.completion_s, rec.generated, activity_rows(rec))
+
+
+def activity_rows(rec: Recorder) -> list[dict[str, Any]]:
+    """Busy intervals as rows: iteration, phase, role, slots ("n0g1;n0g2"), start_s, end_s."""
+    return [
+        {
+            "iteration": a.iteration,
+            "phase": a.phase,
+            "role": a.role,
+            "slots": ";".join(f"n{s.node}g{s.gpu}" for s in a.slots),
+            "start_s": float(a.start_s),
+            "end_s": float(a.end_s),
+        }
+        for a in rec.activities
+    ]

@@ -118,6 +118,7 @@ class Replica:
         self.proc: simpy.Process | None = None
         self._interruptible = False
         self.released = False
+        self.failed = False
         self.busy_since: float | None = None
         self.busy_intervals: list[tuple[float, float]] = []
         self.events = 0  # timeouts yielded (for the benchmark)
@@ -143,6 +144,33 @@ class Replica:
         """Stop this replica once it is empty (a scheduler migrates its work away first)."""
         self._pending.append(("release", None))
         self._wake()
+
+    def fail(self) -> tuple[list[int], int]:
+        """The instance under this replica crashed: every unfinished sequence loses its KV and tokens.
+
+        Returns the sequences (to be regenerated from scratch elsewhere) and the tokens thrown away.
+        """
+        table = self.table
+        lost = list(self.running) + list(self.waiting)
+        tokens = sum(self.generated_now(s) for s in self.running) + sum(table.generated[s] for s in self.waiting)
+        for s in lost:
+            table.generated[s] = 0
+            table.kv_ready[s] = False
+            table.replica_of[s] = -1
+        self.running.clear()
+        self.heap.clear()
+        self.waiting.clear()
+        self.group_refs.clear()
+        self.group_prompt.clear()
+        self.ctx = self.mem = 0
+        self._pending.clear()
+        self.failed = self.released = True
+        if self.proc is not None and self.proc.is_alive:
+            self.proc.interrupt("failed")
+        elif self.busy_since is not None:
+            self.busy_intervals.append((self.busy_since, self.env.now))
+            self.busy_since = None
+        return lost, tokens
 
     @property
     def unfinished(self) -> int:
@@ -203,6 +231,8 @@ class Replica:
                 self._interruptible = False
             except simpy.Interrupt:
                 self._interruptible = False
+                if self.failed:
+                    break
                 budget = env.now - start - prefill
                 kb = 0 if budget <= 0 else steps_within(co, b, ctx, k, budget)
                 boundary = start + prefill + steps_sum_s(co, b, ctx, kb)
@@ -210,8 +240,10 @@ class Replica:
                     self.events += 1
                     try:
                         yield env.timeout(boundary - env.now)
-                    except simpy.Interrupt:  # pragma: no cover - not interruptible here
-                        pass
+                    except simpy.Interrupt:  # only a crash interrupts here
+                        break
+                if self.failed:
+                    break
                 k = kb
             # advance k steps
             self.steps += k
@@ -235,7 +267,8 @@ class Replica:
                 self.listener.on_completed(self, done)
         self.busy_intervals.append((self.busy_since, env.now))
         self.busy_since = None
-        self.listener.on_idle(self)
+        if not self.failed:
+            self.listener.on_idle(self)
 
     # ------------------------------------------------------------------ state changes at boundaries
     def _drop_group_ref(self, group: int, prompt: int) -> int:

@@ -46,10 +46,15 @@ class GenerationPhase:
         self.observe = scheduler.observes_generation and type(scheduler).on_generation_event is not Scheduler.on_generation_event
         self.done = self.env.event()
         self.remaining = len(table)
-        self.replicas: list[Replica] = []
+        self.alloc = ctx.extras["alloc"]
+        self.replicas: list[Replica | None] = []  # None while its instance is starting
         self.specs: list[ReplicaSpec] = []
+        self.leases: list = []
         self.assigned: list[int] = []
         self.finished_on: list[int] = []
+        self.backlog: dict[int, list[int]] = {}  # replica index -> samples waiting for it to start
+        self.lost_tokens = 0
+        self.failures = 0
         self.max_seq_tokens = max((p + t for p, t in zip(table.prompt_tokens, table.target_tokens)), default=1)
         self.kv_transfer_bytes = 0.0
         if plan.prefix_dedup:
@@ -59,26 +64,19 @@ class GenerationPhase:
             raise SchedulerActionError(f"generation plan assigns {assignment.shape[0]} samples, the batch has {len(table)}")
         if len(table) and (assignment.min() < 0 or assignment.max() >= len(plan.replicas)):
             raise SchedulerActionError("generation plan assigns a sample to a replica that does not exist")
-        for spec in plan.replicas:
-            self._add_replica(spec)
         if self.remaining == 0:
             self.done.succeed()
             return
         order = np.argsort(assignment, kind="stable")
         bounds = np.searchsorted(assignment[order], np.arange(len(plan.replicas) + 1))
-        for r, rep in enumerate(self.replicas):
+        for r, spec in enumerate(plan.replicas):
             seqs = order[bounds[r] : bounds[r + 1]].tolist()
-            if seqs:
-                self.assigned[r] += len(seqs)
-                rep.enqueue(seqs)
+            self._add_replica(spec, seqs)
 
     # ------------------------------------------------------------------ replicas
-    def _add_replica(self, spec: ReplicaSpec) -> Replica:
+    def _capacity(self, spec: ReplicaSpec) -> tuple[int, int, float]:
         ctx = self.ctx
         cfg = ctx.cfg.engine
-        rid = len(self.replicas)
-        if not spec.slots or len({s.node for s in spec.slots}) != 1:
-            raise SchedulerActionError(f"replica {rid}: a tensor-parallel group must be one or more GPUs of one node")
         fraction = cfg.gpu_memory_utilization or spec.gpu_memory_utilization
         capacity = kv_capacity_tokens(ctx.actor, ctx.gpu, spec.tp, fraction)
         watermark = int(cfg.kv_watermark * max(capacity, 0))
@@ -89,7 +87,31 @@ class GenerationPhase:
                 f"(weights {ctx.actor.weight_bytes / 1e9:.1f} GB, KV {ctx.actor.kv_bytes_per_token / 1e3:.1f} kB/token); "
                 f"use more GPUs per replica or a higher memory fraction"
             )
-        ctx.pool.acquire(spec.slots, f"rollout replica {rid} (iteration {self.iteration})")
+        return capacity, watermark, fraction
+
+    def _add_replica(self, spec: ReplicaSpec, seqs: list[int]) -> int:
+        """Ask for the replica's GPUs; it starts (and takes `seqs`) when its lease is granted."""
+        rid = len(self.specs)
+        if not spec.slots or len({s.node for s in spec.slots}) != 1:
+            raise SchedulerActionError(f"replica {rid}: a tensor-parallel group must be one or more GPUs of one node")
+        capacity, watermark, _ = self._capacity(spec)
+        self.replicas.append(None)
+        self.specs.append(spec)
+        self.leases.append(None)
+        self.assigned.append(len(seqs))
+        self.finished_on.append(0)
+        self.backlog[rid] = list(seqs)
+        ev = self.alloc.acquire("rollout", self.ctx.actor, spec.slots)
+        if ev.triggered:
+            self._start_replica(rid, ev.value, capacity, watermark)
+        else:
+            ev.callbacks.append(lambda e, r=rid, c=capacity, w=watermark: self._start_replica(r, e.value, c, w))
+        return rid
+
+    def _start_replica(self, rid: int, lease, capacity: int, watermark: int) -> None:
+        ctx = self.ctx
+        cfg = ctx.cfg.engine
+        spec = self.specs[rid]
         rep = Replica(
             self.env,
             rid,
@@ -102,11 +124,31 @@ class GenerationPhase:
             prefix_sharing=cfg.prefix_sharing,
             step_mode=cfg.mode == "step",
         )
-        self.replicas.append(rep)
-        self.specs.append(spec)
-        self.assigned.append(0)
-        self.finished_on.append(0)
-        return rep
+        self.replicas[rid] = rep
+        self.leases[rid] = lease
+        self.alloc.on_crash(lease, lambda _inst, r=rid: self._crashed(r))
+        seqs = self.backlog.pop(rid, [])
+        if seqs:
+            rep.enqueue(seqs)
+        elif self.remaining == 0 or self.done.triggered:
+            self._retire(rid)
+
+    def _crashed(self, rid: int) -> None:
+        """The replica's instance crashed: its unfinished samples restart from scratch on a replacement."""
+        rep = self.replicas[rid]
+        lost, tokens = rep.fail()
+        self.lost_tokens += tokens
+        self.failures += 1
+        self.assigned[rid] -= len(lost)
+        self._record_replica(rid)
+        if lost:
+            self._add_replica(self.specs[rid], lost)
+
+    def _retire(self, rid: int) -> None:
+        lease = self.leases[rid]
+        if lease is not None:
+            self.alloc.end(lease)
+            self.leases[rid] = None
 
     # ------------------------------------------------------------------ listener callbacks (from replicas)
     def on_completed(self, replica: Replica, seqs: list[int]) -> None:
@@ -117,7 +159,7 @@ class GenerationPhase:
         if self.remaining == 0 and not self.done.triggered:
             self.done.succeed()
 
-    def on_migrated_out(self, replica: Replica, seqs: list[int], kv_tokens: list[int], dst: Replica) -> None:
+    def on_migrated_out(self, replica: Replica, seqs: list[int], kv_tokens: list[int], dst: Replica) -> None:  # noqa: D401
         nbytes = float(sum(kv_tokens)) * self.ctx.actor.kv_bytes_per_token
         self.kv_transfer_bytes += nbytes
         self.assigned[replica.id] -= len(seqs)
@@ -129,8 +171,9 @@ class GenerationPhase:
             self.env.timeout(delay).callbacks.append(lambda _ev, d=dst, s=seqs: d.enqueue(s))
 
     def on_idle(self, replica: Replica) -> None:
-        if replica.released:
-            self.ctx.pool.release(self.specs[replica.id].slots)
+        if replica.released and self.leases[replica.id] is not None:
+            self.alloc.release(self.leases[replica.id])
+            self.leases[replica.id] = None
 
     # ------------------------------------------------------------------ scheduler actions
     def progress(self, replica: Replica, seqs: list[int]) -> GenerationProgress:
@@ -141,10 +184,11 @@ class GenerationPhase:
             finished=tuple(seqs),
             assigned=tuple(self.assigned),
             done=tuple(self.finished_on),
-            running=tuple(len(r.running) for r in reps),
-            waiting=tuple(len(r.waiting) for r in reps),
-            free_slots=tuple(max(0, r.max_num_seqs - len(r.running) - len(r.waiting)) for r in reps),
-            released=tuple(r.released for r in reps),
+            running=tuple(len(r.running) if r else 0 for r in reps),
+            waiting=tuple(len(r.waiting) if r else len(self.backlog.get(i, ())) for i, r in enumerate(reps)),
+            free_slots=tuple(max(0, r.max_num_seqs - len(r.running) - len(r.waiting)) if r else 0 for r in reps),
+            released=tuple(bool(r and r.released) for r in reps),
+            ready=tuple(r is not None for r in reps),
         )
 
     def _consult(self, replica: Replica, seqs: list[int]) -> None:
@@ -160,41 +204,58 @@ class GenerationPhase:
         elif isinstance(action, Release):
             self._replica(action.replica).release()
         elif isinstance(action, ScaleOut):
-            new = self._add_replica(action.replica)
+            new = self._add_replica(action.replica, [])
             by_src: dict[int, list[int]] = {}
             for s in action.samples:
                 by_src.setdefault(self.table.replica_of[s], []).append(s)
             for src, group in by_src.items():
-                reps[src].migrate_out(new, group)
+                target = self.replicas[new]
+                if target is None:
+                    raise SchedulerActionError("ScaleOut with samples needs a replica that starts at once (serverful)")
+                reps[src].migrate_out(target, group)
         else:
             raise SchedulerActionError(f"unknown scheduler action {action!r}")
 
     def _replica(self, index: int) -> Replica:
         if not 0 <= index < len(self.replicas):
             raise SchedulerActionError(f"action names replica {index}; there are {len(self.replicas)}")
-        return self.replicas[index]
+        rep = self.replicas[index]
+        if rep is None:
+            raise SchedulerActionError(f"action names replica {index}, which is still starting")
+        return rep
 
     # ------------------------------------------------------------------ after the phase
+    def _record_replica(self, rid: int) -> None:
+        rep, lease = self.replicas[rid], self.leases[rid]
+        if rep is None:
+            return
+        slots = lease.slots if lease is not None else self.specs[rid].slots
+        for start, end in rep.busy_intervals:
+            self.ctx.recorder.busy(self.iteration, "generation", "rollout", slots, start, end)
+        rep.busy_intervals = []
+        self.ctx.recorder.engine_events += rep.events
+        rep.events = 0
+
     def finish(self) -> None:
-        """Release GPUs still held and record each replica's busy intervals."""
+        """Hand GPUs back (keep-alive when serverless) and record each replica's busy intervals."""
         rec = self.ctx.recorder
-        for rep, spec in zip(self.replicas, self.specs):
-            for start, end in rep.busy_intervals:
-                rec.busy(self.iteration, "generation", "rollout", spec.slots, start, end)
-            rec.engine_events += rep.events
-            if not rep.released:
-                self.ctx.pool.release(spec.slots)
+        for rid in range(len(self.replicas)):
+            self._record_replica(rid)
+            self._retire(rid)
         t = self.table
+        live = [r for r in self.replicas if r is not None]
         rec.count(
             self.iteration,
             "generation",
             tokens=float(sum(t.target_tokens)),
-            prefill_tokens=float(sum(r.prefill_tokens for r in self.replicas)),
+            prefill_tokens=float(sum(r.prefill_tokens for r in live)),
             preemptions=float(t.preemptions),
             recomputed_tokens=float(t.recomputed_tokens),
             migrations=float(t.migrations),
             kv_transfer_bytes=self.kv_transfer_bytes,
             replicas=float(len(self.replicas)),
+            failures=float(self.failures),
+            lost_tokens=float(self.lost_tokens),
         )
         row = rec.counters[(self.iteration, "generation")]
         row["rollout_tp"] = float(max((spec.tp for spec in self.specs), default=0))

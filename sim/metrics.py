@@ -24,7 +24,7 @@ ITERATION_COLUMNS = [
 ]  # fmt: skip
 INSTANCE_COLUMNS = [
     "instance_id", "role", "node", "gpus", "requested_s", "ready_s", "released_s", "busy_s", "billed_s", "billed_gpu_s",
-    "cold_start",
+    "cold_start", "queued_s", "load_tier", "crashed",
 ]  # fmt: skip
 
 
@@ -118,6 +118,9 @@ def build_tables(
                 "billed_s": float(billed_s),
                 "billed_gpu_s": float(billed_s) * inst.gpus,
                 "cold_start": bool(inst.cold_start),
+                "queued_s": float(inst.queued_s),
+                "load_tier": inst.load_tier,
+                "crashed": bool(inst.crashed),
             }
         )
     return rows, inst_rows

@@ -26,6 +26,9 @@ class InstanceRecord:
     released_s: float
     bill_from_s: float
     cold_start: bool = False
+    queued_s: float = 0.0
+    load_tier: str = ""
+    crashed: bool = False
 
     @property
     def node(self) -> int:
@@ -49,3 +52,260 @@ def serverful_instances(slots: list[Slot], end_s: float, role: str = "colocated"
     return [
         InstanceRecord(f"gpu-n{s.node}g{s.gpu}", role, (s,), 0.0, 0.0, end_s, 0.0, cold_start=False) for s in slots
     ]
+
+
+# =============================================================================================== serverless
+# Lifecycle: requested -> (queued) -> cold_starting -> warm_idle <-> busy -> released (or crashed).
+
+DRAM_CACHE_FRACTION = 0.8  # share of a node's host DRAM usable as a weight cache (assumption, docs/model.md)
+
+
+class Instance:
+    """One serverless function instance: whole GPUs of one node, one role and model."""
+
+    __slots__ = (
+        "instance_id", "role", "model", "slots", "state", "requested_s", "placed_s", "ready_s", "released_s",
+        "bill_from_s", "cold_start", "busy_s", "busy_since", "idle_token", "on_crash", "crashed", "load_s", "tier",
+    )  # fmt: skip
+
+    def __init__(self, instance_id: str, role: str, model: str, slots: tuple[Slot, ...], requested_s: float):
+        self.instance_id, self.role, self.model, self.slots = instance_id, role, model, slots
+        self.state = "cold_starting"
+        self.requested_s = requested_s
+        self.placed_s = requested_s
+        self.ready_s = float("nan")
+        self.released_s = float("nan")
+        self.bill_from_s = requested_s
+        self.cold_start = True
+        self.busy_s = 0.0
+        self.busy_since: float | None = None
+        self.idle_token = 0
+        self.on_crash = None
+        self.crashed = False
+        self.load_s = 0.0
+        self.tier = ""
+
+    @property
+    def node(self) -> int:
+        return self.slots[0].node
+
+    @property
+    def gpus(self) -> int:
+        return len(self.slots)
+
+
+class ServerlessPlatform:
+    """Places, cold-starts, keeps warm, bills and (optionally) crashes function instances.
+
+    Placement (default policy): a warm idle instance of the same role, model and size is reused, on the
+    preferred node if there is one there, else anywhere; otherwise a cold start on the preferred node if
+    it has room, else on the nearest node with room; otherwise idle warm instances are evicted (least
+    recently used first) to make room; otherwise the request waits in a FIFO queue.
+    """
+
+    def __init__(self, env, cluster, cfg, rng, recorder):
+        self.env = env
+        self.cluster = cluster
+        self.cfg = cfg
+        self.rng = rng
+        self.recorder = recorder
+        self.free: dict[int, list[int]] = {n: list(range(cluster.gpus_per_node)) for n in range(cluster.nodes)}
+        self.instances: list[Instance] = []
+        self.idle: dict[str, Instance] = {}  # instance_id -> warm idle instance (insertion order = LRU)
+        self.queue: list[tuple] = []
+        self.dram: dict[int, dict[str, float]] = {n: {} for n in range(cluster.nodes)}  # node -> model -> bytes (LRU)
+        self.dram_capacity = cluster.gpu.host_memory_bytes * DRAM_CACHE_FRACTION
+        self.failures = 0
+        self.wasted_gpu_s = 0.0
+        self.queue_wait_s = 0.0
+        self.weight_sources: dict[str, int] = {}  # model -> node whose host DRAM holds the newest weights
+
+    # ------------------------------------------------------------------ requests
+    def acquire(self, role: str, model, gpus: int, node: int | None = None, load_bytes: float | None = None):
+        """An event that succeeds with a ready Instance (warm reuse, or after placement and a cold start)."""
+        ev = self.env.event()
+        if gpus < 1 or gpus > self.cluster.gpus_per_node:
+            raise ValueError(f"{role}: an instance needs 1..{self.cluster.gpus_per_node} GPUs of one node, asked for {gpus}")
+        warm = self._warm(role, model.name, gpus, node)
+        if warm is not None:
+            del self.idle[warm.instance_id]
+            warm.state = "busy"
+            warm.idle_token += 1
+            ev.succeed(warm)
+            return ev
+        request = (ev, role, model, gpus, node, load_bytes, self.env.now)
+        if not self._place(request):
+            self.queue.append(request)
+        return ev
+
+    def _warm(self, role: str, model: str, gpus: int, node: int | None) -> Instance | None:
+        fallback = None
+        for inst in self.idle.values():
+            if inst.role == role and inst.model == model and inst.gpus == gpus:
+                if node is None or inst.node == node:
+                    return inst
+                fallback = fallback or inst
+        return fallback
+
+    def _nodes_for(self, node: int | None) -> list[int]:
+        return self.cluster.nodes_by_distance(node if node is not None else 0)
+
+    def _place(self, request) -> bool:
+        ev, role, model, gpus, node, load_bytes, asked = request
+        target = next((n for n in self._nodes_for(node) if len(self.free[n]) >= gpus), None)
+        if target is None:
+            target = self._evict_for(gpus, node)
+            if target is None:
+                return False
+        idx = [self.free[target].pop(0) for _ in range(gpus)]
+        slots = tuple(Slot(target, i) for i in idx)
+        inst = Instance(f"{role}-{len(self.instances)}", role, model.name, slots, asked)
+        inst.placed_s = self.env.now
+        self.queue_wait_s += self.env.now - asked
+        # billing starts when the instance is placed and its cold start begins (a queued request holds no
+        # GPU and is not billed), or when it is ready if cold starts are not billed
+        inst.bill_from_s = self.env.now if self.cfg.billing.bill_cold_start else float("nan")
+        self.instances.append(inst)
+        duration = self.cold_start_s(inst, model, load_bytes)
+        self.env.timeout(duration).callbacks.append(lambda _e, i=inst, m=model, b=load_bytes: self._ready(i, m, b, ev))
+        return True
+
+    def _evict_for(self, gpus: int, node: int | None) -> int | None:
+        """Release idle warm instances (LRU first) on the best node until `gpus` are free there."""
+        for n in self._nodes_for(node):
+            victims = [i for i in self.idle.values() if i.node == n]
+            if len(self.free[n]) + sum(v.gpus for v in victims) < gpus:
+                continue
+            for v in victims:
+                if len(self.free[n]) >= gpus:
+                    break
+                self.release(v)
+            return n
+        return None
+
+    def cold_start_s(self, inst: Instance, model, load_bytes: float | None) -> float:
+        """container + weight load (bytes over the tier's bandwidth) + engine init."""
+        cs = self.cfg.cold_start
+        nbytes = model.weight_bytes if load_bytes is None else load_bytes
+        node = inst.node
+        source = self.weight_sources.get(model.name)
+        per_gpu_pcie = self.cluster.host_bw * inst.gpus
+        if model.name in self.dram[node] or cs.weights_from == "dram" or source == node:
+            inst.tier = "dram"
+            load = nbytes / per_gpu_pcie
+        elif source is not None:  # newest weights sit in another node's DRAM: fetch over the network
+            inst.tier = f"node{source}"
+            load = nbytes / min(self.cluster.bottleneck_bytes_per_s(("host", source), ("host", node)), per_gpu_pcie)
+        elif cs.weights_from == "ssd":
+            inst.tier = "ssd"
+            load = nbytes / min(self.cfg.storage.ssd_bytes_per_s, per_gpu_pcie)
+        else:
+            inst.tier = "remote"
+            load = nbytes / min(self.cfg.storage.remote_bytes_per_s, per_gpu_pcie)
+        inst.load_s = load
+        return cs.container_s + load + cs.engine_init_s
+
+    def _ready(self, inst: Instance, model, load_bytes, ev) -> None:
+        inst.ready_s = self.env.now
+        if inst.bill_from_s != inst.bill_from_s:  # NaN: billing starts when ready
+            inst.bill_from_s = self.env.now
+        inst.state = "busy"
+        self._cache(inst.node, model.name, model.weight_bytes if load_bytes is None else load_bytes)
+        if self.cfg.failures.mtbf_s:
+            ttf = float(self.rng.exponential(self.cfg.failures.mtbf_s))
+            self.env.timeout(ttf).callbacks.append(lambda _e, i=inst: self._crash(i))
+        ev.succeed(inst)
+
+    def _cache(self, node: int, model: str, nbytes: float) -> None:
+        cache = self.dram[node]
+        cache.pop(model, None)
+        cache[model] = nbytes
+        while sum(cache.values()) > self.dram_capacity and len(cache) > 1:
+            cache.pop(next(iter(cache)))
+
+    def publish_weights(self, model: str, node: int, nbytes: float) -> None:
+        """The trainer wrote new weights to its node's host DRAM: later cold starts fetch them from there."""
+        self.weight_sources[model] = node
+        for n in self.dram:  # older copies elsewhere are stale
+            if n != node:
+                self.dram[n].pop(model, None)
+        self._cache(node, model, nbytes)
+
+    # ------------------------------------------------------------------ work and idleness
+    def begin(self, inst: Instance) -> None:
+        if inst.busy_since is None:
+            inst.busy_since = self.env.now
+        inst.state = "busy"
+
+    def end(self, inst: Instance) -> None:
+        """Work finished: the instance goes warm idle and is released after keep_alive_s unless reused."""
+        if inst.state == "released":
+            return
+        if inst.busy_since is not None:
+            inst.busy_s += self.env.now - inst.busy_since
+            inst.busy_since = None
+        inst.state = "warm_idle"
+        inst.on_crash = None
+        inst.idle_token += 1
+        token = inst.idle_token
+        self.idle[inst.instance_id] = inst
+        keep = self.cfg.keep_alive_s
+        if keep <= 0:
+            self.release(inst)
+        else:
+            self.env.timeout(keep).callbacks.append(lambda _e, i=inst, t=token: self._expire(i, t))
+
+    def _expire(self, inst: Instance, token: int) -> None:
+        if inst.state == "warm_idle" and inst.idle_token == token:
+            self.release(inst)
+
+    def release(self, inst: Instance) -> None:
+        if inst.state == "released":
+            return
+        if inst.busy_since is not None:
+            inst.busy_s += self.env.now - inst.busy_since
+            inst.busy_since = None
+        inst.state = "released"
+        inst.released_s = self.env.now
+        self.idle.pop(inst.instance_id, None)
+        for s in inst.slots:
+            self.free[s.node].append(s.gpu)
+            self.free[s.node].sort()
+        self._drain_queue()
+
+    def _drain_queue(self) -> None:
+        waiting, self.queue = self.queue, []
+        for req in waiting:
+            if not self._place(req):
+                self.queue.append(req)
+
+    def _crash(self, inst: Instance) -> None:
+        if inst.state in ("released",) or inst.crashed:
+            return
+        inst.crashed = True
+        self.failures += 1
+        handler = inst.on_crash
+        if inst.busy_since is not None:
+            self.wasted_gpu_s += (self.env.now - inst.busy_since) * inst.gpus
+        self.release(inst)
+        if handler is not None:
+            handler(inst)
+
+    def shutdown(self) -> None:
+        """The job is over: every instance still alive is released now."""
+        for inst in list(self.instances):
+            self.release(inst)
+
+    def records(self) -> list[InstanceRecord]:
+        out = []
+        for inst in self.instances:
+            ready = inst.ready_s if inst.ready_s == inst.ready_s else inst.released_s
+            bill_from = inst.bill_from_s if inst.bill_from_s == inst.bill_from_s else inst.released_s
+            out.append(
+                InstanceRecord(
+                    inst.instance_id, inst.role, inst.slots, inst.requested_s, ready, inst.released_s, bill_from,
+                    cold_start=True, queued_s=inst.placed_s - inst.requested_s, load_tier=inst.tier,
+                    crashed=inst.crashed,
+                )  # fmt: skip
+            )
+        return out

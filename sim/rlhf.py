@@ -15,10 +15,13 @@ from __future__ import annotations
 
 from typing import Callable, Iterator
 
+import simpy
+
 import numpy as np
 
 from sim.catalog import ModelSpec
 from sim.engine import SeqTable
+from sim.allocation import run_work
 from sim.generation import GenerationPhase
 from sim.memory import check_generation, check_training, fsdp_state_bytes
 from sim.runtime import RunContext
@@ -162,6 +165,7 @@ def _role_durations(ctx: RunContext, role: str, groups: tuple[tuple[Slot, ...], 
 
 def _run_inference(ctx: RunContext, i: int, iplan: InferencePlan, work: InferenceWork) -> Iterator:
     env, rec = ctx.env, ctx.recorder
+    alloc = ctx.extras["alloc"]
     planned = {rp.role for rp in iplan.roles}
     missing = [r for r in work.roles if r not in planned]
     if missing:
@@ -170,23 +174,30 @@ def _run_inference(ctx: RunContext, i: int, iplan: InferencePlan, work: Inferenc
         rec.count(i, "inference", cpu_reward_s=len(work.response_tokens) * RULE_REWARD_S_PER_SAMPLE / RULE_REWARD_CPU_WORKERS)
     stages = [[rp] for rp in iplan.roles] if iplan.sequential else [list(iplan.roles)]
     for stage in stages:
-        start = env.now
-        longest = 0.0
-        held = []
+        procs = []
         for rp in stage:
-            all_slots = tuple(s for g in rp.groups for s in g)
-            ctx.pool.acquire(all_slots, f"{rp.role} (iteration {i})")
-            held.append(all_slots)
-            for slots, dur in _role_durations(ctx, rp.role, rp.groups, rp.assignment, work):
-                rec.busy(i, "inference", rp.role, slots, start, start + dur)
-                longest = max(longest, dur)
-        if longest > 0:
-            yield env.timeout(longest)
-        for slots in held:
-            ctx.pool.release(slots)
+            model = role_model(ctx, rp.role)
+            per_gpu = _role_durations(ctx, rp.role, rp.groups, rp.assignment, work)
+            k = 0
+            for group in rp.groups:
+                # a group runs as one unit (an FSDP group, or one function instance per node it spans)
+                durs = [d for _, d in per_gpu[k : k + len(group)]]
+                k += len(group)
+                for part in _by_node(group):
+                    procs.append(env.process(run_work(env, alloc, rec, i, "inference", rp.role, model, part, max(durs, default=0.0))))
+        if procs:
+            yield env.all_of(procs)
     cpu = rec.counters.get((i, "inference"), {}).get("cpu_reward_s", 0.0)
     if cpu > 0:
         yield env.timeout(cpu)  # the reward must be known before the advantage computation
+
+
+def _by_node(slots: tuple[Slot, ...]) -> list[tuple[Slot, ...]]:
+    """Split a GPU group into per-node parts (a function instance never spans nodes)."""
+    parts: dict[int, list[Slot]] = {}
+    for s in slots:
+        parts.setdefault(s.node, []).append(s)
+    return [tuple(p) for p in parts.values()]
 
 
 # ------------------------------------------------------------------------------------------ training
@@ -223,6 +234,7 @@ def _check_training_memory(ctx: RunContext, tplan: TrainingPlan, gplan) -> None:
 
 def _run_training(ctx: RunContext, i: int, tplan: TrainingPlan, work: TrainingWork) -> Iterator:
     env, rec = ctx.env, ctx.recorder
+    alloc = ctx.extras["alloc"]
     models = _training_models(ctx)
     order = [m for m in ("critic", "actor") if m in tplan.groups]  # verl updates the critic first
     missing = [m for m in work.models if m not in tplan.groups]
@@ -231,31 +243,79 @@ def _run_training(ctx: RunContext, i: int, tplan: TrainingPlan, work: TrainingWo
     steps = work.ppo_epochs * work.mini_batches
     tokens_step = work.tokens / work.mini_batches
     pairs_step = work.attention_pairs / work.mini_batches
-    durations = {}
+    step_s, extra_s = {}, {}
     for name in order:
         slots = tplan.groups[name]
         model = models[name]
         ring = ctx.cluster.ring_bandwidth_bytes_per_s(sorted({s.node for s in slots}))
-        dur = steps * ctx.perf.train_step_s(model, tokens_step, pairs_step, len(slots), ring, ctx.cfg.training.activation_checkpointing)
-        if ctx.cfg.training.offload:  # reload states before the update, offload them after
-            dur += 2 * ctx.cluster.host_to_gpu_s(fsdp_state_bytes(model, len(slots)))
-        durations[name] = dur
+        step_s[name] = ctx.perf.train_step_s(model, tokens_step, pairs_step, len(slots), ring, ctx.cfg.training.activation_checkpointing)
+        # offloaded states are reloaded before the update and offloaded after it
+        extra_s[name] = 2 * ctx.cluster.host_to_gpu_s(fsdp_state_bytes(model, len(slots))) if ctx.cfg.training.offload else 0.0
     if tplan.sequential:
         for name in order:
-            slots = tplan.groups[name]
-            ctx.pool.acquire(slots, f"{name} training (iteration {i})")
-            rec.busy(i, "training", name, slots, env.now, env.now + durations[name])
-            yield env.timeout(durations[name])
-            ctx.pool.release(slots)
+            yield env.process(_train_model(ctx, i, name, models[name], tplan.groups[name], steps, step_s[name], extra_s[name]))
     else:
-        start = env.now
-        for name in order:
-            ctx.pool.acquire(tplan.groups[name], f"{name} training (iteration {i})")
-            rec.busy(i, "training", name, tplan.groups[name], start, start + durations[name])
-        yield env.timeout(max(durations.values(), default=0.0))
-        for name in order:
-            ctx.pool.release(tplan.groups[name])
+        yield env.all_of([env.process(_train_model(ctx, i, n, models[n], tplan.groups[n], steps, step_s[n], extra_s[n])) for n in order])
     rec.count(i, "training", tokens=float(work.tokens), optimizer_steps=float(steps * len(order)))
+
+
+def _train_model(ctx: RunContext, i: int, name: str, model: ModelSpec, slots: tuple[Slot, ...], steps: int, step_s: float, extra_s: float) -> Iterator:
+    """FSDP training of one model: one instance per node of its group; a crash retries the step in flight."""
+    env, rec = ctx.env, ctx.recorder
+    alloc = ctx.extras["alloc"]
+    parts = _by_node(slots)
+    role = f"{name}_trainer"
+    key = f"{model.name}#{name}-train"  # weights + optimizer state: its own cache / warm-pool identity
+    state_bytes = [fsdp_state_bytes(model, len(slots)) * len(p) for p in parts]
+    leases = [None] * len(parts)
+    me = env.active_process
+    crashed: list[int] = []
+
+    def on_crash(k: int) -> None:
+        crashed.append(k)
+        if me.is_alive:
+            me.interrupt("crash")
+
+    def get(k: int):
+        ev = alloc.acquire(role, model, parts[k], state_bytes[k], key)
+        return ev
+
+    events = [get(k) for k in range(len(parts))]
+    done = 0
+    start: float | None = None
+    while True:
+        try:
+            yield env.all_of(events)
+            for k, ev in enumerate(events):
+                if leases[k] is None:
+                    leases[k] = ev.value
+                    alloc.on_crash(leases[k], lambda _inst, k=k: on_crash(k))
+            start = env.now
+            if extra_s and done == 0:
+                yield env.timeout(extra_s)
+            while done < steps:
+                yield env.timeout(step_s)
+                done += 1
+            rec.busy(i, "training", name, tuple(s for lease in leases for s in lease.slots), start, env.now)
+            break
+        except simpy.Interrupt:
+            if start is not None:  # the work since the last completed step is lost
+                rec.busy(i, "training", name, tuple(s for lease in leases if lease for s in lease.slots), start, env.now)
+            start = None
+            rec.count(i, "training", retries=1.0)
+            for k in crashed:
+                leases[k] = None
+            events = [get(k) if leases[k] is None else _done(env, leases[k]) for k in range(len(parts))]
+            crashed.clear()
+    for lease in leases:
+        alloc.on_crash(lease, None)
+        alloc.end(lease)
+
+
+def _done(env, value):
+    ev = env.event()
+    ev.succeed(value)
+    return ev
 
 
 # ------------------------------------------------------------------------------------------ weight sync
@@ -263,6 +323,8 @@ def _run_weight_sync(ctx: RunContext, i: int, tplan: TrainingPlan, gplan, rollou
     env, rec = ctx.env, ctx.recorder
     trainer = tplan.groups["actor"]
     actor_bytes = ctx.actor.weight_bytes
+    src = trainer[0].node
+    platform = ctx.extras.get("platform")
     if tplan.colocated_rollout:
         # hybrid engine: each GPU gathers its rollout TP shard from the FSDP shards of the whole group
         ring = ctx.cluster.ring_bandwidth_bytes_per_s(sorted({s.node for s in trainer}))
@@ -270,16 +332,26 @@ def _run_weight_sync(ctx: RunContext, i: int, tplan: TrainingPlan, gplan, rollou
         reshard = actor_bytes / rollout_tp * (n - 1) / n / (ring * ctx.cluster.network_efficiency) if n > 1 else 0.0
         dur = tplan.mode_switch_s + reshard
         slots = trainer
+    elif platform is not None:
+        # serverless: the learner writes the new weights to its node's host memory (later cold starts
+        # fetch them from there) and pushes them to the rollout instances that are still warm
+        trainer_nodes = [inst.node for inst in platform.instances if inst.role == "actor_trainer" and inst.state != "released"]
+        src = trainer_nodes[-1] if trainer_nodes else src
+        platform.publish_weights(ctx.actor.name, src, actor_bytes)
+        warm = [inst for inst in platform.idle.values() if inst.role == "rollout" and inst.model == ctx.actor.name]
+        dur = ctx.cluster.host_to_gpu_s(actor_bytes / max(len(trainer), 1))
+        for node in sorted({inst.node for inst in warm}):
+            dur = max(dur, ctx.cluster.gpu_transfer_s(src, node, actor_bytes))
+        slots = tuple(s for inst in warm for s in inst.slots)
     else:
         # one copy crosses the network to each replica node, then fans out inside the node
-        src = trainer[0].node
         nodes = sorted({s.node for spec in gplan.replicas for s in spec.slots})
         dur = 0.0
         for node in nodes:
             dur = max(dur, ctx.cluster.gpu_transfer_s(src, node, actor_bytes))
-        slots = tuple(s for spec in gplan.replicas for s in spec.slots) + tuple(trainer)
-        slots = tuple(dict.fromkeys(slots))
+        slots = tuple(dict.fromkeys(tuple(s for spec in gplan.replicas for s in spec.slots) + tuple(trainer)))
     if dur > 0:
-        rec.busy(i, "weight_sync", "weight_sync", slots, env.now, env.now + dur)
+        if slots:
+            rec.busy(i, "weight_sync", "weight_sync", slots, env.now, env.now + dur)
         yield env.timeout(dur)
     rec.count(i, "weight_sync", bytes=float(actor_bytes))

@@ -20,7 +20,8 @@ from sim.cluster import Cluster
 from sim.config import ConfigError, ExperimentConfig, format_validation_error
 from sim.metrics import build_tables, summarize
 from sim.perf import build_perf
-from sim.platform import serverful_instances
+from sim.allocation import ServerfulAllocator, ServerlessAllocator
+from sim.platform import ServerlessPlatform, serverful_instances
 from sim.rlhf import run_iteration
 from sim.runtime import GpuPool, Recorder, RunContext
 from sim.schedulers.base import ClusterView, Scheduler, Slot, available
@@ -77,11 +78,6 @@ def deployment_of(cfg: ExperimentConfig, scheduler: Scheduler) -> str:
 
 
 def check_implemented(cfg: ExperimentConfig, deployment: str) -> None:
-    if deployment == "serverless":
-        raise NotImplementedYet(
-            f"scheduler {cfg.scheduler.name!r} runs on the serverless platform, which is not implemented yet; "
-            "use scheduler.name: verl (serverful) for now"
-        )
     if cfg.early_exit is not None:
         raise NotImplementedYet("early_exit: early-exit decode latency is not implemented yet; remove the section")
 
@@ -126,6 +122,13 @@ def simulate(cfg: ExperimentConfig, base_dir: Path | str = ".", catalog: Catalog
         env=env, cfg=cfg, cluster=cluster, gpu=gpu, actor=actor, critic=critic, reference=actor, reward=reward,
         perf=perf, pool=GpuPool(slots), recorder=rec, deployment=deployment, rng=platform_rng,
     )  # fmt: skip
+    platform = None
+    if deployment == "serverless":
+        platform = ServerlessPlatform(env, cluster, cfg.platform, platform_rng, rec)
+        ctx.extras["platform"] = platform
+        ctx.extras["alloc"] = ServerlessAllocator(env, platform)
+    else:
+        ctx.extras["alloc"] = ServerfulAllocator(env, ctx.pool)
 
     from sim.memory import kv_capacity_tokens
 
@@ -136,7 +139,7 @@ def simulate(cfg: ExperimentConfig, base_dir: Path | str = ".", catalog: Catalog
         return ClusterView(
             now_s=env.now, iteration=i, nodes=cluster.nodes, gpus_per_node=gpus_per_node, gpu=gpu, actor=actor,
             critic=critic, reference=actor, reward=reward, algorithm=algorithm, deployment=deployment,  # type: ignore[arg-type]
-            free_slots=ctx.pool.free(), max_num_seqs=cfg.engine.max_num_seqs, kv_watermark=cfg.engine.kv_watermark,
+            free_slots=_free_slots(platform) if platform is not None else ctx.pool.free(), max_num_seqs=cfg.engine.max_num_seqs, kv_watermark=cfg.engine.kv_watermark,
             kv_capacity_tokens=kv_tokens, transfer_s=cluster.gpu_transfer_s, nodes_by_distance=cluster.nodes_by_distance,
             perf=perf,
         )  # fmt: skip
@@ -144,12 +147,16 @@ def simulate(cfg: ExperimentConfig, base_dir: Path | str = ".", catalog: Catalog
     def driver():
         for i in range(cfg.iterations):
             yield from run_iteration(ctx, scheduler, workload, i, view_at)
+        if platform is not None:
+            platform.shutdown()  # the job is over: its functions are torn down, keep-alive or not
 
-    env.process(driver())
-    env.run()
+    env.run(until=env.process(driver()))
 
-    instances = serverful_instances(slots, env.now)
-    price = cfg.platform.price_usd_per_gpu_hour if cfg.platform.price_usd_per_gpu_hour is not None else gpu.price_usd_per_gpu_hour
+    if platform is not None:
+        instances = platform.records()
+    else:
+        instances = serverful_instances(slots, env.now)
+    price = price_per_gpu_hour(cfg, gpu)
     rows, inst_rows = build_tables(rec, instances, cfg.platform.billing, price / 3600.0)
     meta = {
         "name": cfg.name, "run_id": run_id or cfg.scheduler.name, "scheduler": cfg.scheduler.name, "deployment": deployment,
@@ -157,7 +164,37 @@ def simulate(cfg: ExperimentConfig, base_dir: Path | str = ".", catalog: Catalog
         "price_usd_per_gpu_hour": price,
     }  # fmt: skip
     summary = summarize(rows, inst_rows, meta, rec)
+    summary.update(platform_summary(platform, inst_rows, rec))
     return RunResult(summary, rows, inst_rows, rec.completion_s, rec.generated, activity_rows(rec))
+
+
+def price_per_gpu_hour(cfg: ExperimentConfig, gpu) -> float:
+    """Explicit price, else the platform's (preset's) price for this GPU, else the catalog's on-demand price."""
+    if cfg.platform.price_usd_per_gpu_hour is not None:
+        return cfg.platform.price_usd_per_gpu_hour
+    return cfg.platform.prices_usd_per_gpu_hour.get(gpu.name, gpu.price_usd_per_gpu_hour)
+
+
+def _free_slots(platform) -> tuple[Slot, ...]:
+    return tuple(Slot(n, g) for n, gs in sorted(platform.free.items()) for g in gs)
+
+
+def platform_summary(platform, inst_rows: list[dict[str, Any]], rec: Recorder) -> dict[str, Any]:
+    """Serverless extras: cold-start seconds, queueing delay, failures and wasted GPU-seconds."""
+    gen = [c for (_, phase), c in rec.counters.items() if phase == "generation"]
+    lost_tokens = sum(c.get("lost_tokens", 0.0) for c in gen)
+    retries = sum(c.get("retries", 0.0) for c in rec.counters.values())
+    if platform is None:
+        return {"cold_start_s": 0.0, "queueing_s": 0.0, "failures": 0, "wasted_gpu_s": 0.0, "lost_tokens": 0, "retries": 0}
+    cold = sum((r["ready_s"] - r["requested_s"] - r.get("queued_s", 0.0)) for r in inst_rows)
+    return {
+        "cold_start_s": cold,
+        "queueing_s": platform.queue_wait_s,
+        "failures": platform.failures,
+        "wasted_gpu_s": platform.wasted_gpu_s,
+        "lost_tokens": int(lost_tokens),
+        "retries": int(retries),
+    }
 
 
 def activity_rows(rec: Recorder) -> list[dict[str, Any]]:

@@ -116,6 +116,7 @@ class GenerationProgress:
     waiting: tuple[int, ...]  # per replica: sequences queued
     free_slots: tuple[int, ...]  # per replica: how many more sequences its batch could take now
     released: tuple[bool, ...]
+    ready: tuple[bool, ...] = ()  # per replica: started (its instance is warm); False while cold-starting
 
 
 @dataclass(frozen=True)
@@ -246,6 +247,7 @@ def register(cls: type[Scheduler]) -> type[Scheduler]:
 
 
 def _load_builtins() -> None:
+    import sim.schedulers.serverless  # noqa: F401
     import sim.schedulers.verl  # noqa: F401
 
 

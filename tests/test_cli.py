@@ -1,0 +1,268 @@
+"""End-to-end tests of `python -m sim.run` (design.md section 7): files written, determinism, exit codes.
+
+Each test runs the real command in a subprocess from the repository root, as a user would. Bad input
+must exit 2 with one message naming the file, the field and what was expected, and no traceback.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from sim.config import load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+QUICKSTART = "experiments/quickstart.yaml"
+RUN_FILES = ("config.yaml", "iterations.csv", "instances.csv", "summary.json")
+
+SUMMARY_KEYS = [
+    "name", "run_id", "scheduler", "seed", "iterations", "mean_iteration_s", "total_time_s", "total_cost_usd",
+    "billed_gpu_s", "busy_gpu_s", "idle_gpu_s", "utilization", "tokens_generated", "tokens_per_s",
+    "cost_per_million_tokens_usd", "cold_starts", "migrations", "phases",
+]  # fmt: skip
+PHASES = ["generation", "inference", "training", "weight_sync"]
+ITERATION_COLUMNS = [
+    "iteration", "phase", "start_s", "end_s", "busy_gpu_s", "billed_gpu_s", "idle_gpu_s", "cost_usd",
+    "cold_starts", "tokens", "migrations",
+]  # fmt: skip
+INSTANCE_COLUMNS = [
+    "instance_id", "role", "node", "gpus", "requested_s", "ready_s", "released_s", "busy_s", "billed_s", "cold_start",
+]  # fmt: skip
+
+
+def run_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "CI": "true"}
+    return subprocess.run(
+        [sys.executable, "-m", "sim.run", *map(str, args)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def run_all(commands: dict[str, list[str | Path]]) -> dict[str, subprocess.CompletedProcess[str]]:
+    """Run several commands side by side (each is an independent process writing its own folder)."""
+    with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
+        futures = {key: pool.submit(run_cli, *args) for key, args in commands.items()}
+        return {key: f.result() for key, f in futures.items()}
+
+
+def read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    with path.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        return list(reader.fieldnames or []), list(reader)
+
+
+def tree_bytes(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+# ------------------------------------------------------------------------------------ a good run
+
+
+@pytest.fixture(scope="module")
+def quickstart_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, subprocess.CompletedProcess[str]]]:
+    """The quickstart run twice alike (once --quiet), once with another seed, once with `compare: [verl]`."""
+    extras: dict[str, list[str | Path]] = {
+        "a": ["--quiet"],
+        "b": [],
+        "seed1": ["--quiet", "--set", "seed=1"],
+        "compare": ["--quiet", "--set", "compare=[verl]"],
+    }
+    outs = {key: tmp_path_factory.mktemp(f"out_{key}") for key in extras}
+    procs = run_all({key: [QUICKSTART, "--out", outs[key], *extra] for key, extra in extras.items()})
+    return {key: (outs[key], procs[key]) for key in extras}
+
+
+def test_quickstart_exits_0_and_writes_every_file(quickstart_runs) -> None:
+    out, proc = quickstart_runs["a"]
+    assert proc.returncode == 0, proc.stderr
+    run_dir = out / "quickstart" / "verl"
+    for name in RUN_FILES:
+        assert (run_dir / name).is_file(), name
+    assert (out / "quickstart" / "runs.csv").is_file()
+    # written atomically: no temporary folders left beside the run
+    assert sorted(p.name for p in (out / "quickstart").iterdir()) == ["runs.csv", "verl"]
+
+
+def test_quiet_prints_nothing_and_default_prints_the_summary(quickstart_runs) -> None:
+    _, quiet = quickstart_runs["a"]
+    _, loud = quickstart_runs["b"]
+    assert quiet.stdout == ""
+    assert loud.returncode == 0, loud.stderr
+    assert "mean iteration (s)" in loud.stdout and "verl" in loud.stdout
+
+
+def test_summary_json_has_every_documented_key(quickstart_runs) -> None:
+    out, _ = quickstart_runs["a"]
+    summary = json.loads((out / "quickstart" / "verl" / "summary.json").read_text())
+    missing = [k for k in SUMMARY_KEYS if k not in summary]
+    assert not missing
+    assert sorted(summary["phases"]) == sorted(PHASES)
+    assert summary["name"] == "quickstart" and summary["run_id"] == "verl" and summary["scheduler"] == "verl"
+    assert summary["seed"] == 0 and summary["iterations"] == 3
+    assert "compare" not in summary  # only when `compare` is set
+    for key in SUMMARY_KEYS:
+        if key not in ("name", "run_id", "scheduler", "phases"):
+            assert isinstance(summary[key], (int, float)) and summary[key] >= 0, key
+
+
+def test_iterations_and_instances_csv_columns(quickstart_runs) -> None:
+    out, _ = quickstart_runs["a"]
+    run_dir = out / "quickstart" / "verl"
+    columns, rows = read_csv(run_dir / "iterations.csv")
+    assert [c for c in ITERATION_COLUMNS if c not in columns] == []
+    assert [(int(r["iteration"]), r["phase"]) for r in rows] == [(i, p) for i in range(3) for p in PHASES]
+    columns, rows = read_csv(run_dir / "instances.csv")
+    assert [c for c in INSTANCE_COLUMNS if c not in columns] == []
+    assert len(rows) == 8  # serverful verl: one instance per GPU of the 1 x 8 L40S node
+
+
+def test_runs_csv_has_the_summary_scalars(quickstart_runs) -> None:
+    out, _ = quickstart_runs["a"]
+    summary = json.loads((out / "quickstart" / "verl" / "summary.json").read_text())
+    columns, rows = read_csv(out / "quickstart" / "runs.csv")
+    assert columns[:2] == ["run_id", "status"]
+    assert len(rows) == 1
+    row = rows[0]
+    assert row["run_id"] == "verl" and row["status"] == "ok"
+    for key in ("mean_iteration_s", "total_cost_usd", "billed_gpu_s", "utilization"):
+        assert float(row[key]) == summary[key]
+    for phase in PHASES:
+        assert float(row[f"phases.{phase}"]) == summary["phases"][phase]
+
+
+def test_written_config_is_the_resolved_config(quickstart_runs) -> None:
+    out, _ = quickstart_runs["a"]
+    assert load_config(out / "quickstart" / "verl" / "config.yaml") == load_config(ROOT / QUICKSTART)
+
+
+def test_same_config_twice_gives_identical_bytes(quickstart_runs) -> None:
+    (out_a, proc_a), (out_b, proc_b) = quickstart_runs["a"], quickstart_runs["b"]
+    assert proc_a.returncode == 0 and proc_b.returncode == 0
+    a, b = tree_bytes(out_a), tree_bytes(out_b)
+    assert sorted(a) == sorted(b)
+    assert len(a) == len(RUN_FILES) + 1
+    for name in a:
+        assert a[name] == b[name], name
+
+
+def test_another_seed_gives_another_run(quickstart_runs) -> None:
+    out_a, _ = quickstart_runs["a"]
+    out_s, proc = quickstart_runs["seed1"]
+    assert proc.returncode == 0, proc.stderr
+    rel = Path("quickstart") / "verl" / "iterations.csv"
+    assert (out_a / rel).read_bytes() != (out_s / rel).read_bytes()
+    assert json.loads((out_s / "quickstart" / "verl" / "summary.json").read_text())["seed"] == 1
+
+
+def test_compare_with_itself_is_a_no_op(quickstart_runs) -> None:
+    out, proc = quickstart_runs["compare"]
+    assert proc.returncode == 0, proc.stderr
+    _, rows = read_csv(out / "quickstart" / "runs.csv")
+    assert [r["run_id"] for r in rows] == ["verl"]
+    summary = json.loads((out / "quickstart" / "verl" / "summary.json").read_text())
+    assert "compare" not in summary
+    out_a, _ = quickstart_runs["a"]
+    same = Path("quickstart") / "verl" / "iterations.csv"
+    assert (out / same).read_bytes() == (out_a / same).read_bytes()
+
+
+# ------------------------------------------------------------------------------------- bad input
+
+
+def assert_bad_input(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    assert "Traceback" not in proc.stderr
+    assert proc.stdout == ""
+    assert proc.stderr.startswith("error: ")
+    for needle in needles:
+        assert needle in proc.stderr, (needle, proc.stderr)
+
+
+# id -> (--set overrides of the quickstart, what stderr must contain besides the experiment file)
+BAD_OVERRIDES: dict[str, tuple[list[str], list[str]]] = {
+    "unknown-key": (
+        ["workload.sample_per_prompt=8"],
+        ["workload.sample_per_prompt", "unknown key", "did you mean 'samples_per_prompt'?", "expected one of:"],
+    ),
+    "wrong-type": (["iterations=abc"], ["iterations:", "integer", "'abc'"]),
+    "negative-count": (["workload.prompts_per_iteration=-1"], ["workload.prompts_per_iteration:", "greater than or equal to 1"]),
+    "unknown-model": (["model=qwen2.5-7"], ["model:", "unknown model 'qwen2.5-7'", "did you mean 'qwen2.5-7b'?"]),
+    "unknown-scheduler": (["scheduler.name=verll"], ["scheduler.name:", "unknown scheduler 'verll'", "available:", "verl"]),
+    "unknown-compare": (["compare=[verll]"], ["compare[0]:", "unknown scheduler 'verll'", "verl"]),
+    "bad-scheduler-param": (["scheduler.params.tp=abc"], ["scheduler.params.tp:", "integer", "'abc'"]),
+    "unknown-scheduler-param": (["scheduler.params.t=2"], ["scheduler.params.t:", "unknown key", "did you mean 'tp'?"]),
+    "memory-infeasible": (["model=llama-3-70b", "scheduler.params.tp=1"], ["GB"]),
+    "not-implemented": (["early_exit.profile=x.json"], ["early_exit", "not implemented yet"]),
+    "set-without-equals": (["cluster.nodes"], ["--set 'cluster.nodes'", "dotted.key=value"]),
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def bad_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, subprocess.CompletedProcess[str], list[str]]]:
+    """Every bad-input case, run side by side: id -> (out dir, process, needles)."""
+    tmp = tmp_path_factory.mktemp("bad")
+    cases: dict[str, tuple[list[str | Path], list[str]]] = {}
+    for key, (overrides, needles) in BAD_OVERRIDES.items():
+        args: list[str | Path] = [QUICKSTART]
+        for item in overrides:
+            args += ["--set", item]
+        cases[key] = (args, [QUICKSTART, *needles])
+    missing = tmp / "nope.yaml"
+    cases["missing-file"] = ([missing], [str(missing), "no such file"])
+    malformed = tmp / "bad.yaml"
+    malformed.write_text("name: x\nseed: [1, 2\niterations: 3\n")
+    cases["malformed-yaml"] = ([malformed], [str(malformed), "malformed YAML", "line 3"])
+    trace = tmp / "trace.csv"
+    trace.write_text("iteration,prompt_id,sample_id,prompt_tokens,response_tokens,epoch\n0,1,0,50,120,0\n0,1,1,50,12x,0\n")
+    cases["malformed-trace"] = (
+        [QUICKSTART, "--set", f"workload.trace={trace}", "--set", "workload.dataset=null"],
+        [QUICKSTART, "workload.trace", str(trace), "line 3", "response_tokens", "12x"],
+    )
+    outs = {key: tmp / f"out_{key}" for key in cases}
+    procs = run_all({key: [*args, "--out", outs[key]] for key, (args, _) in cases.items()})
+    return {key: (outs[key], procs[key], cases[key][1]) for key in cases}
+
+
+@pytest.mark.parametrize("case", [*BAD_OVERRIDES, "missing-file", "malformed-yaml", "malformed-trace"])
+def test_bad_input_exits_2_naming_file_and_field(bad_runs, case: str) -> None:
+    out, proc, needles = bad_runs[case]
+    assert_bad_input(proc, *needles)
+    if case == "memory-infeasible":
+        assert "generation" in proc.stderr or "training" in proc.stderr
+    assert not out.exists()  # nothing is written for a refused experiment
+
+
+# ------------------------------------------------------------------ exit codes without a subprocess
+
+
+def test_internal_error_exits_1(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import sim.runner
+    from sim.run import main
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(sim.runner, "simulate", broken)
+    assert main([str(ROOT / QUICKSTART), "--out", str(tmp_path), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "internal error: RuntimeError: boom" in err
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [(["--backend", "ray"], "not implemented yet"), (["--set", "sweep={cluster.nodes: [1, 2]}"], "sweep")],
+)
+def test_unimplemented_options_exit_2(args: list[str], needle: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from sim.run import main
+
+    path = str(ROOT / QUICKSTART)
+    assert main([path, "--out", str(tmp_path), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {path}: ") and needle in err and "Traceback" not in err

@@ -92,7 +92,7 @@ class ServerlessAllocator:
         lease.instance.on_crash = handler
 
     def release(self, lease: Lease) -> None:
-        self.platform.release(lease.instance)
+        self.platform.retire(lease.instance)
 
 
 class _Keyed:

@@ -94,6 +94,11 @@ class PlatformConfig(Strict):
     billing: BillingConfig = BillingConfig()
     failures: FailureConfig = FailureConfig()
     storage: StorageConfig = StorageConfig()
+    #: idle instances go to sleep instead of holding their GPUs: GPUs are freed (not billed), the process
+    #: and its weights stay in host memory, and a later request wakes it by reloading the weights from
+    #: DRAM over PCIe plus `wake_s` (vLLM sleep mode / GPU-snapshot style warm pools)
+    sleep_idle: bool = False
+    wake_s: float = Field(1.0, ge=0, description="fixed cost of waking a sleeping instance (assumption, docs/platforms.md)")
     price_usd_per_gpu_hour: float | None = Field(None, ge=0, description="overrides the GPU catalog's on-demand price")
     prices_usd_per_gpu_hour: dict[str, float] = Field(
         default_factory=dict, description="per GPU type (a preset's price list); price_usd_per_gpu_hour wins"

@@ -366,8 +366,11 @@ class Replica:
                 waiting_set = set(self.waiting)
                 here_waiting = [s for s in chosen if s in waiting_set]
                 if len(here_running) + len(here_waiting) != len(chosen):
-                    missing = [s for s in chosen if s not in self.running and s not in waiting_set]
-                    raise SchedulerActionError(f"replica {self.id}: cannot migrate sequences it does not hold: {missing[:5]}")
+                    # a sample may have finished during the step in flight when the action was issued
+                    finish = self.table.finish_s
+                    missing = [s for s in chosen if s not in self.running and s not in waiting_set and finish[s] != finish[s]]
+                    if missing:
+                        raise SchedulerActionError(f"replica {self.id}: cannot migrate sequences it does not hold: {missing[:5]}")
                 gens = self._remove_running(here_running)
                 if here_waiting:
                     self.waiting = deque(s for s in self.waiting if s not in set(here_waiting))

@@ -55,10 +55,12 @@ class GenerationPhase:
         self.backlog: dict[int, list[int]] = {}  # replica index -> samples waiting for it to start
         self.lost_tokens = 0
         self.failures = 0
+        self.freed: list[tuple[tuple, float]] = []  # (GPUs, when) of replicas released before the end
+        self.gated: set[int] = set()  # replicas waiting for their prefix KV from the prefill actor
+        self.prefill_saved = 0
+        self.dedup_tokens = 0
         self.max_seq_tokens = max((p + t for p, t in zip(table.prompt_tokens, table.target_tokens)), default=1)
         self.kv_transfer_bytes = 0.0
-        if plan.prefix_dedup:
-            raise NotImplementedError("deduplicated prefill (plan.prefix_dedup) is not implemented yet")
         assignment = np.asarray(plan.assignment, dtype=np.int64)
         if assignment.shape != (len(table),):
             raise SchedulerActionError(f"generation plan assigns {assignment.shape[0]} samples, the batch has {len(table)}")
@@ -69,9 +71,17 @@ class GenerationPhase:
             return
         order = np.argsort(assignment, kind="stable")
         bounds = np.searchsorted(assignment[order], np.arange(len(plan.replicas) + 1))
+        if plan.prefix_dedup:
+            self.gated = set(range(len(plan.replicas)))
         for r, spec in enumerate(plan.replicas):
             seqs = order[bounds[r] : bounds[r + 1]].tolist()
             self._add_replica(spec, seqs)
+        if plan.prefix_dedup:
+            if plan.prefill is None:
+                raise SchedulerActionError("prefix_dedup needs a prefill actor placement (plan.prefill)")
+            lease_ev = self.alloc.acquire("prefill", ctx.actor, plan.prefill.slots)  # now, before any pre-warm
+            per_replica = [order[bounds[r] : bounds[r + 1]] for r in range(len(plan.replicas))]
+            self.env.process(self._dedup_prefill(plan, per_replica, lease_ev))
 
     # ------------------------------------------------------------------ replicas
     def _capacity(self, spec: ReplicaSpec) -> tuple[int, int, float]:
@@ -127,11 +137,69 @@ class GenerationPhase:
         self.replicas[rid] = rep
         self.leases[rid] = lease
         self.alloc.on_crash(lease, lambda _inst, r=rid: self._crashed(r))
+        if rid in self.gated:  # its prefix KV has not arrived yet
+            return
         seqs = self.backlog.pop(rid, [])
         if seqs:
             rep.enqueue(seqs)
         elif self.remaining == 0 or self.done.triggered:
             self._retire(rid)
+
+    def _kv_arrived(self, rid: int) -> None:
+        self.gated.discard(rid)
+        rep = self.replicas[rid]
+        if rep is not None:
+            seqs = self.backlog.pop(rid, [])
+            if seqs:
+                rep.enqueue(seqs)
+
+    def _dedup_prefill(self, plan: GenerationPlan, per_replica: list[np.ndarray], lease_ev):
+        """The prefill actor computes shared prefixes once; each decode replica receives their KV, then starts."""
+        ctx, table = self.ctx, self.table
+        template = int(ctx.extras.get("template_tokens", 0))
+        prompts = np.asarray(table.prompt_tokens, dtype=np.int64)
+        groups = np.asarray(table.group, dtype=np.int64)
+        # what the decode replicas would prefill without dedup: each distinct prompt once per replica
+        would = 0
+        for idx in per_replica:
+            if len(idx):
+                _, first = np.unique(groups[idx], return_index=True)
+                would += int(prompts[idx][first].sum())
+        _, first_all = np.unique(groups, return_index=True)
+        distinct = prompts[first_all]
+        if plan.dedup_scope == "template":
+            shared = np.minimum(prompts, template)
+            tokens, pairs = float(template), template * template / 2.0
+        else:
+            shared = prompts
+            rest = np.maximum(distinct - template, 0).astype(np.float64)
+            tokens = float(min(template, distinct.min(initial=0)) + rest.sum())
+            pairs = template * template / 2.0 + float((rest * (template + rest / 2.0)).sum())
+        for s_idx, v in enumerate(shared.tolist()):
+            table.cached_prefix[s_idx] = int(v)
+        lease = yield lease_ev
+        start = self.env.now
+        yield self.env.timeout(ctx.perf.replica(ctx.actor, plan.prefill.tp).prefill_s(tokens, pairs))
+        done_at = self.env.now
+        last = done_at
+        kvb = ctx.actor.kv_bytes_per_token
+        for rid, idx in enumerate(per_replica):
+            if not len(idx):
+                self._kv_arrived(rid)
+                continue
+            _, first = np.unique(groups[idx], return_index=True)
+            nbytes = float(shared[idx][first].sum()) * kvb
+            self.kv_transfer_bytes += nbytes
+            dst_slots = self.leases[rid].slots if self.leases[rid] is not None else self.specs[rid].slots
+            delay = ctx.cluster.gpu_transfer_s(lease.node, dst_slots[0].node, nbytes)
+            last = max(last, done_at + delay)
+            self.env.timeout(delay).callbacks.append(lambda _e, r=rid: self._kv_arrived(r))
+        if last > self.env.now:
+            yield self.env.timeout(last - self.env.now)
+        ctx.recorder.busy(self.iteration, "generation", "prefill", lease.slots, start, self.env.now)
+        self.alloc.end(lease)
+        self.dedup_tokens = int(tokens)
+        self._dedup_would = would
 
     def _crashed(self, rid: int) -> None:
         """The replica's instance crashed: its unfinished samples restart from scratch on a replacement."""
@@ -171,8 +239,18 @@ class GenerationPhase:
             self.env.timeout(delay).callbacks.append(lambda _ev, d=dst, s=seqs: d.enqueue(s))
 
     def on_idle(self, replica: Replica) -> None:
-        if replica.released and self.leases[replica.id] is not None:
-            self.alloc.release(self.leases[replica.id])
+        lease = self.leases[replica.id]
+        if lease is None:
+            return
+        if replica.released:  # released by the scheduler: no keep-alive
+            self.alloc.release(lease)
+            self.leases[replica.id] = None
+            self.freed.append((lease.slots, self.env.now))
+        elif self.alloc.serverless:
+            # a function's invocation returns when its batch is done: the instance goes warm idle
+            # (billed under the platform's keep-alive rules) and this replica takes no more work
+            replica.released = True
+            self.alloc.end(lease)
             self.leases[replica.id] = None
 
     # ------------------------------------------------------------------ scheduler actions
@@ -189,7 +267,15 @@ class GenerationPhase:
             free_slots=tuple(max(0, r.max_num_seqs - len(r.running) - len(r.waiting)) if r else 0 for r in reps),
             released=tuple(bool(r and r.released) for r in reps),
             ready=tuple(r is not None for r in reps),
+            free_kv_tokens=tuple(max(0, r.cap - r.mem) if r else 0 for r in reps),
+            unfinished=lambda i: tuple(reps[i].running) + tuple(reps[i].waiting) if reps[i] else tuple(self.backlog.get(i, ())),
+            context_tokens=lambda s: self.table.prompt_tokens[s] + self._generated_now(s),
         )
+
+    def _generated_now(self, s: int) -> int:
+        r = self.table.replica_of[s]
+        rep = self.replicas[r] if r >= 0 else None
+        return rep.generated_now(s) if rep is not None else self.table.generated[s]
 
     def _consult(self, replica: Replica, seqs: list[int]) -> None:
         actions = self.scheduler.on_generation_event(self.view_at(), self.progress(replica, seqs))
@@ -244,6 +330,7 @@ class GenerationPhase:
             self._retire(rid)
         t = self.table
         live = [r for r in self.replicas if r is not None]
+        self.ctx.extras["freed_gpus"] = [(slots, when, self.env.now) for slots, when in self.freed]
         rec.count(
             self.iteration,
             "generation",
@@ -257,5 +344,13 @@ class GenerationPhase:
             failures=float(self.failures),
             lost_tokens=float(self.lost_tokens),
         )
+        if hasattr(self, "_dedup_would"):
+            replica_prompt_prefill = sum(r.prefill_tokens for r in live) - t.recomputed_tokens
+            rec.count(
+                self.iteration,
+                "generation",
+                prefill_tokens=float(self.dedup_tokens),
+                prefill_tokens_saved=float(self._dedup_would - self.dedup_tokens - replica_prompt_prefill),
+            )
         row = rec.counters[(self.iteration, "generation")]
         row["rollout_tp"] = float(max((spec.tp for spec in self.specs), default=0))

@@ -116,6 +116,9 @@ class ServerlessPlatform:
         self.dram: dict[int, dict[str, float]] = {n: {} for n in range(cluster.nodes)}  # node -> model -> bytes (LRU)
         self.dram_capacity = cluster.gpu.host_memory_bytes * DRAM_CACHE_FRACTION
         self.failures = 0
+        self.prewarms = 0
+        self.wakes = 0
+        self.sleepers: list[tuple[str, str, int, int, float]] = []  # (role, model, gpus, node, expires)
         self.wasted_gpu_s = 0.0
         self.queue_wait_s = 0.0
         self.weight_sources: dict[str, int] = {}  # model -> node whose host DRAM holds the newest weights
@@ -138,6 +141,20 @@ class ServerlessPlatform:
             self.queue.append(request)
         return ev
 
+    def prewarm(self, role: str, model, gpus: int, node: int | None = None, load_bytes: float | None = None) -> bool:
+        """Start an instance now that waits warm for a later request; skipped (False) if no GPU is free."""
+        if self._warm(role, model.name, gpus, node) is not None:
+            return False
+        if self.cfg.sleep_idle and any(z[0] == role and z[1] == model.name and z[2] == gpus and z[4] > self.env.now for z in self.sleepers):
+            return False  # a sleeping instance wakes faster than any pre-warm
+        target = next((n for n in self._nodes_for(node) if len(self.free[n]) >= gpus), None)
+        if target is None:
+            return False
+        ev = self.env.event()
+        ev.callbacks.append(lambda e: self.end(e.value))  # ready -> warm idle, keep-alive starts
+        self.prewarms += 1
+        return self._place((ev, role, model, gpus, target, load_bytes, self.env.now))
+
     def _warm(self, role: str, model: str, gpus: int, node: int | None) -> Instance | None:
         fallback = None
         for inst in self.idle.values():
@@ -150,8 +167,23 @@ class ServerlessPlatform:
     def _nodes_for(self, node: int | None) -> list[int]:
         return self.cluster.nodes_by_distance(node if node is not None else 0)
 
+    def _sleeper(self, role: str, model: str, gpus: int, node: int | None) -> int | None:
+        """Index of a sleeping instance that matches and whose node has the GPUs free now."""
+        now = self.env.now
+        self.sleepers = [z for z in self.sleepers if z[4] > now]
+        best = None
+        for k, (r, m, g, n, _) in enumerate(self.sleepers):
+            if r == role and m == model and g == gpus and len(self.free[n]) >= gpus:
+                if node is None or n == node:
+                    return k
+                best = k if best is None else best
+        return best
+
     def _place(self, request) -> bool:
         ev, role, model, gpus, node, load_bytes, asked = request
+        sleeping = self._sleeper(role, model.name, gpus, node) if self.cfg.sleep_idle else None
+        if sleeping is not None:
+            node = self.sleepers.pop(sleeping)[3]
         target = next((n for n in self._nodes_for(node) if len(self.free[n]) >= gpus), None)
         if target is None:
             target = self._evict_for(gpus, node)
@@ -166,7 +198,14 @@ class ServerlessPlatform:
         # GPU and is not billed), or when it is ready if cold starts are not billed
         inst.bill_from_s = self.env.now if self.cfg.billing.bill_cold_start else float("nan")
         self.instances.append(inst)
-        duration = self.cold_start_s(inst, model, load_bytes)
+        if sleeping is not None and target == node:  # wake: weights back from host DRAM, no container/engine start
+            inst.cold_start = False
+            inst.tier = "sleep"
+            inst.load_s = (model.weight_bytes if load_bytes is None else load_bytes) / (self.cluster.host_bw * gpus)
+            duration = self.cfg.wake_s + inst.load_s
+            self.wakes += 1
+        else:
+            duration = self.cold_start_s(inst, model, load_bytes)
         self.env.timeout(duration).callbacks.append(lambda _e, i=inst, m=model, b=load_bytes: self._ready(i, m, b, ev))
         return True
 
@@ -244,16 +283,29 @@ class ServerlessPlatform:
         if inst.busy_since is not None:
             inst.busy_s += self.env.now - inst.busy_since
             inst.busy_since = None
-        inst.state = "warm_idle"
         inst.on_crash = None
+        keep = self.cfg.keep_alive_s
+        if self.cfg.sleep_idle and keep > 0:  # free the GPUs now; the process sleeps in host memory
+            self.sleepers.append((inst.role, inst.model, inst.gpus, inst.node, self.env.now + keep))
+            self.release(inst)
+            return
+        inst.state = "warm_idle"
         inst.idle_token += 1
         token = inst.idle_token
         self.idle[inst.instance_id] = inst
-        keep = self.cfg.keep_alive_s
         if keep <= 0:
             self.release(inst)
         else:
             self.env.timeout(keep).callbacks.append(lambda _e, i=inst, t=token: self._expire(i, t))
+
+    def retire(self, inst: Instance) -> None:
+        """The scheduler released the instance: its GPUs and billing stop now (it sleeps if the platform lets idle instances sleep)."""
+        if inst.state == "released":
+            return
+        if self.cfg.sleep_idle and self.cfg.keep_alive_s > 0:
+            inst.on_crash = None
+            self.sleepers.append((inst.role, inst.model, inst.gpus, inst.node, self.env.now + self.cfg.keep_alive_s))
+        self.release(inst)
 
     def _expire(self, inst: Instance, token: int) -> None:
         if inst.state == "warm_idle" and inst.idle_token == token:
@@ -304,7 +356,7 @@ class ServerlessPlatform:
             out.append(
                 InstanceRecord(
                     inst.instance_id, inst.role, inst.slots, inst.requested_s, ready, inst.released_s, bill_from,
-                    cold_start=True, queued_s=inst.placed_s - inst.requested_s, load_tier=inst.tier,
+                    cold_start=inst.cold_start, queued_s=inst.placed_s - inst.requested_s, load_tier=inst.tier,
                     crashed=inst.crashed,
                 )  # fmt: skip
             )

@@ -59,6 +59,42 @@ def role_model(ctx: RunContext, role: str) -> ModelSpec:
     return {"actor_logprob": ctx.actor, "reference": ctx.reference, "critic": ctx.critic, "reward": ctx.reward}[role]  # type: ignore[return-value]
 
 
+def role_instance(ctx: RunContext, role: str) -> tuple[ModelSpec, str | None, float | None]:
+    """(model, cache/warm-pool key, bytes loaded at a cold start) of a function role."""
+    if role in ("rollout", "prefill", "actor_logprob"):
+        return ctx.actor, None, None
+    if role == "reference":
+        return ctx.reference, None, None
+    if role in ("critic", "reward"):
+        model = role_model(ctx, role)
+        if model is None:
+            raise ValueError(f"role {role!r} has no model in this run")
+        return model, None, None
+    if role in ("actor_trainer", "critic_trainer"):
+        model = ctx.actor if role == "actor_trainer" else ctx.critic
+        if model is None:
+            raise ValueError(f"role {role!r} has no model in this run")
+        return model, f"{model.name}#{role.split('_')[0]}-train", None
+    raise ValueError(f"unknown function role {role!r}")
+
+
+def start_prewarm(ctx: RunContext, specs) -> None:
+    """Serverless: start the requested functions now (on free GPUs only); serverful: nothing to do."""
+    platform = ctx.extras.get("platform")
+    if platform is None or not specs:
+        return
+    from sim.allocation import _Keyed
+
+    for spec in specs:
+        model, key, load = role_instance(ctx, spec.role)
+        for part in _by_node(tuple(spec.slots)):
+            target = model if key is None else _Keyed(model, key)
+            nbytes = load
+            if key is not None:  # a trainer restores weights + optimizer state for its shard
+                nbytes = fsdp_state_bytes(model, len(spec.slots)) * len(part)
+            platform.prewarm(spec.role, target, len(part), part[0].node, nbytes)
+
+
 def split_even(n: int, parts: int) -> np.ndarray:
     """Part index per item for `parts` near-equal contiguous parts."""
     return (np.arange(n) * parts) // max(n, 1)
@@ -85,9 +121,11 @@ def run_iteration(
         default_response_tokens=workload.default_response_tokens,
         true_response_tokens=resp.copy() if scheduler.oracle else None,
     )
+    ctx.extras["template_tokens"] = samples.template_tokens
     plan = scheduler.plan_generation(view_at(i), batch)
     table = SeqTable(prompt_per_sample.tolist(), resp.tolist(), samples.sample_prompt.tolist())
     gen = GenerationPhase(ctx, i, plan, table, scheduler, lambda: view_at(i))
+    start_prewarm(ctx, plan.prewarm)  # after the rollout functions took their GPUs
     yield gen.done
     gen.finish()
     t1 = env.now
@@ -117,6 +155,8 @@ def run_iteration(
     )
     tplan = scheduler.plan_training(view_at(i), twork)
     _check_training_memory(ctx, tplan, plan)
+    # after the trainer's instances took their GPUs (process start-up runs before a zero timeout)
+    env.timeout(0).callbacks.append(lambda _e: start_prewarm(ctx, tplan.prewarm))
     yield from _run_training(ctx, i, tplan, twork)
     t3 = env.now
     rec.windows.append((i, "training", t2, t3))
@@ -172,6 +212,19 @@ def _run_inference(ctx: RunContext, i: int, iplan: InferencePlan, work: Inferenc
         raise ValueError(f"inference plan has no placement for role(s) {missing}")
     if "reward" not in work.roles:  # rule-based reward on CPU, alongside the GPU roles
         rec.count(i, "inference", cpu_reward_s=len(work.response_tokens) * RULE_REWARD_S_PER_SAMPLE / RULE_REWARD_CPU_WORKERS)
+    scale = 1.0
+    freed = ctx.extras.pop("freed_gpus", [])
+    if iplan.fuse_with_generation and freed and ctx.deployment == "serverful":
+        # fluid approximation of sample-level fusion: GPU-seconds freed before generation ended are spent
+        # on the inference of finished samples, and taken off this phase
+        work_gpu_s = sum(d for rp in iplan.roles for _, d in _role_durations(ctx, rp.role, rp.groups, rp.assignment, work))
+        freed_gpu_s = sum(len(slots) * (end - when) for slots, when, end in freed)
+        used = min(work_gpu_s, freed_gpu_s)
+        if work_gpu_s > 0:
+            scale = 1.0 - used / work_gpu_s
+            share = used / freed_gpu_s if freed_gpu_s else 0.0
+            for slots, when, end in freed:
+                rec.busy(i, "generation", "fused_inference", slots, when, when + (end - when) * share)
     stages = [[rp] for rp in iplan.roles] if iplan.sequential else [list(iplan.roles)]
     for stage in stages:
         procs = []
@@ -181,7 +234,7 @@ def _run_inference(ctx: RunContext, i: int, iplan: InferencePlan, work: Inferenc
             k = 0
             for group in rp.groups:
                 # a group runs as one unit (an FSDP group, or one function instance per node it spans)
-                durs = [d for _, d in per_gpu[k : k + len(group)]]
+                durs = [d * scale for _, d in per_gpu[k : k + len(group)]]
                 k += len(group)
                 for part in _by_node(group):
                     procs.append(env.process(run_work(env, alloc, rec, i, "inference", rp.role, model, part, max(durs, default=0.0))))

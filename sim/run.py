@@ -1,7 +1,8 @@
-"""python -m sim.run FILE: load and validate an experiment, run it (and its comparisons), write the results.
+"""python -m sim.run FILE: load and validate an experiment, run it (its sweep and comparisons), write the results.
 
 Exit status: 0 ok, 2 bad input (one message naming the file, the field and what was expected; no
-traceback), 1 internal error.
+traceback), 1 internal error or, in a sweep, any run that failed (each is recorded in runs.csv and the
+other runs finish), 130 interrupted (finished runs are kept; the same command resumes).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +23,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--out", default="results", help="output directory (default: results/)")
     ap.add_argument("--set", action="append", default=[], metavar="dotted.key=value", help="override a config value (repeatable)")
     ap.add_argument("--quiet", action="store_true", help="print nothing on success")
-    ap.add_argument("--backend", choices=["local", "ray"], default="local", help="where sweep runs execute")
-    ap.add_argument("--workers", type=int, default=None, help="parallel runs for sweeps (local backend)")
-    ap.add_argument("--ray-address", default=None, help="join an existing Ray cluster")
+    ap.add_argument("--backend", choices=["local", "ray"], default="local", help="where runs execute: a local process pool or Ray")
+    ap.add_argument("--workers", type=int, default=None, help="parallel runs (default: min(CPU count, runs to do); 1 runs in this process)")
+    ap.add_argument("--ray-address", default=None, help="join an existing Ray cluster (implies --backend ray)")
+    ap.add_argument("--png", action="store_true", help="also export every figure as PNG under DIR/<name>/png/ (needs the plots extra)")
     return ap.parse_args(argv)
 
 
@@ -38,44 +41,41 @@ def bad_input_types() -> tuple[type[BaseException], ...]:
     return (ConfigError, CatalogError, WorkloadError, InfeasibleError, NotImplementedYet, TableError)
 
 
-def execute(args: argparse.Namespace) -> list[dict[str, Any]]:
-    from sim.config import load_config
-    from sim.metrics import compare_ratios
-    from sim.results import scalar_fields, write_run, write_runs_csv
-    from sim.runner import NotImplementedYet, simulate
-    from sim.workload import WorkloadError
+@dataclass
+class Outcome:
+    summaries: list[dict[str, Any]]  # complete runs, in plan order
+    sweep: Any  # sim.sweep.SweepOutcome
+    is_sweep: bool
+    sweep_keys: list[str]
+
+
+def execute(args: argparse.Namespace) -> Outcome:
+    """Expand the experiment (sweep grid x schedulers), run what is not complete yet, write the results."""
+    from sim.config import ConfigError, apply_overrides, read_yaml_file, validate
+    from sim.sweep import expand, format_value, run_plan
 
     path = Path(args.file)
-    cfg = load_config(path, args.set)
-    if cfg.sweep:
-        raise NotImplementedYet(f"{path}: sweep: sweeps are not implemented yet; remove the section or use --set")
-    if args.backend != "local" or args.ray_address:
-        raise NotImplementedYet("--backend ray / --ray-address: distributed sweeps are not implemented yet")
-    base_dir = path.resolve().parent
-    out = Path(args.out)
-    names = list(dict.fromkeys([cfg.scheduler.name, *cfg.compare]))
-    variants = {
-        name: cfg if name == cfg.scheduler.name else cfg.model_copy(update={"scheduler": cfg.scheduler.model_copy(update={"name": name, "params": {}})})
-        for name in names
-    }  # fmt: skip
-    check_schedulers(cfg, variants, str(path))
-    results = {}
-    for name, variant in variants.items():
-        try:
-            results[name] = (variant, simulate(variant, base_dir, run_id=name))
-        except WorkloadError as exc:
-            field = "workload.trace" if cfg.workload.trace else "workload.dataset"
-            raise WorkloadError(f"{path}: {field}: {exc}") from None
-    main_summary = results[cfg.scheduler.name][1].summary
-    if len(names) > 1:
-        main_summary["compare"] = {n: compare_ratios(main_summary, results[n][1].summary) for n in names[1:]}
-    records = []
-    for name in names:
-        variant, result = results[name]
-        write_run(out, variant, result)
-        records.append({"run_id": name, "status": "ok", "error": "", **scalar_fields(result.summary)})
-    write_runs_csv(out / cfg.name, records)
-    return [results[n][1].summary for n in names]
+    file = str(path)
+    if args.workers is not None and args.workers < 1:
+        raise ConfigError(f"--workers {args.workers}: expected a positive number of parallel runs")
+    raw = apply_overrides(read_yaml_file(path), args.set, file=file)
+    cfg = validate(raw, file)
+    check_schedulers(cfg, {}, file)  # the compare names; each run's scheduler and params below
+    plan = expand(raw, cfg, file)
+    for run in plan.runs:
+        where = file if not plan.is_sweep else f"{file}: sweep point " + ", ".join(f"{k}={format_value(v)}" for k, v in run.point.items())
+        check_schedulers(run.cfg, {run.run_id: run.cfg}, where)
+    backend = "ray" if args.ray_address else args.backend
+    outcome = run_plan(
+        plan, Path(args.out), base_dir=path.resolve().parent, file=file, backend=backend, workers=args.workers,
+        ray_address=args.ray_address, quiet=args.quiet, strict=not plan.is_sweep,
+    )  # fmt: skip
+    if args.png and outcome.summaries:
+        from sim.report import export_png
+
+        export_png(outcome.exp_dir, [r.run_id for r in plan.runs if r.run_id in outcome.summaries], outcome.rows, list(plan.sweep_keys))
+    summaries = [outcome.summaries[r.run_id] for r in plan.runs if r.run_id in outcome.summaries]
+    return Outcome(summaries, outcome, plan.is_sweep, list(plan.sweep_keys))
 
 
 def check_schedulers(cfg: Any, variants: dict[str, Any], file: str) -> None:
@@ -156,20 +156,49 @@ def main(argv: list[str] | None = None) -> int:
         traceback.print_exc()
         return INTERNAL
     try:
-        summaries = execute(args)
+        if args.png:
+            check_png()
+        outcome = execute(args)
     except bad as exc:
         print(f"error: {with_file(str(exc), str(Path(args.file)))}", file=sys.stderr)
         return BAD_INPUT
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print("interrupted: finished runs are kept; run the same command again to resume", file=sys.stderr)
         return 130
     except Exception as exc:
         print(f"internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
         traceback.print_exc()
         return INTERNAL
-    if not args.quiet:
-        print_summary(summaries, args.out)
+    if not args.quiet and outcome.summaries:
+        if outcome.is_sweep:
+            from sim.sweep import print_sweep_table
+
+            print_sweep_table(outcome.sweep, outcome.sweep_keys)
+        else:
+            print_summary(outcome.summaries, args.out)
+    failures = outcome.sweep.failures
+    for res in failures:
+        if res.kind == "internal":
+            print(f"internal error: {res.error} (run {res.run_id})", file=sys.stderr)
+            if res.detail:
+                print(res.detail, file=sys.stderr, end="")
+        else:
+            print(f"error: run {res.run_id}: {res.error}", file=sys.stderr)
+    if failures:
+        total = len(outcome.sweep.rows)
+        print(f"{len(failures)} of {total} runs failed (status and error in {outcome.sweep.exp_dir}/runs.csv)", file=sys.stderr)
+        return INTERNAL
     return 0
+
+
+def check_png() -> None:
+    """--png needs kaleido (the plots extra); refuse before running anything."""
+    from sim.config import ConfigError
+
+    try:
+        import kaleido  # noqa: F401
+    except ImportError:
+        raise ConfigError("--png: needs kaleido: pip install 'rlhf-sim[plots]' (and Chromium: apt-get install chromium)") from None
 
 
 if __name__ == "__main__":

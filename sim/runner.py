@@ -142,6 +142,8 @@ def simulate(cfg: ExperimentConfig, base_dir: Path | str = ".", catalog: Catalog
             free_slots=_free_slots(platform) if platform is not None else ctx.pool.free(), max_num_seqs=cfg.engine.max_num_seqs, kv_watermark=cfg.engine.kv_watermark,
             kv_capacity_tokens=kv_tokens, transfer_s=cluster.gpu_transfer_s, nodes_by_distance=cluster.nodes_by_distance,
             perf=perf,
+            startup_s=(cfg.platform.cold_start.container_s + cfg.platform.cold_start.engine_init_s) if platform else 0.0,
+            warm=_warm_counts(platform) if platform is not None else {},
         )  # fmt: skip
 
     def driver():
@@ -175,6 +177,13 @@ def price_per_gpu_hour(cfg: ExperimentConfig, gpu) -> float:
     return cfg.platform.prices_usd_per_gpu_hour.get(gpu.name, gpu.price_usd_per_gpu_hour)
 
 
+def _warm_counts(platform) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for inst in platform.idle.values():
+        counts[inst.role] = counts.get(inst.role, 0) + 1
+    return counts
+
+
 def _free_slots(platform) -> tuple[Slot, ...]:
     return tuple(Slot(n, g) for n, gs in sorted(platform.free.items()) for g in gs)
 
@@ -185,10 +194,15 @@ def platform_summary(platform, inst_rows: list[dict[str, Any]], rec: Recorder) -
     lost_tokens = sum(c.get("lost_tokens", 0.0) for c in gen)
     retries = sum(c.get("retries", 0.0) for c in rec.counters.values())
     if platform is None:
-        return {"cold_start_s": 0.0, "queueing_s": 0.0, "failures": 0, "wasted_gpu_s": 0.0, "lost_tokens": 0, "retries": 0}
-    cold = sum((r["ready_s"] - r["requested_s"] - r.get("queued_s", 0.0)) for r in inst_rows)
+        return {"cold_start_s": 0.0, "wakes": 0, "wake_s": 0.0, "prewarms": 0, "queueing_s": 0.0, "failures": 0,
+                "wasted_gpu_s": 0.0, "lost_tokens": 0, "retries": 0}  # fmt: skip
+    cold = sum((r["ready_s"] - r["requested_s"] - r.get("queued_s", 0.0)) for r in inst_rows if r["cold_start"])
+    woken = sum((r["ready_s"] - r["requested_s"] - r.get("queued_s", 0.0)) for r in inst_rows if not r["cold_start"])
     return {
         "cold_start_s": cold,
+        "wakes": platform.wakes,
+        "wake_s": woken,
+        "prewarms": platform.prewarms,
         "queueing_s": platform.queue_wait_s,
         "failures": platform.failures,
         "wasted_gpu_s": platform.wasted_gpu_s,

@@ -37,20 +37,28 @@ SMALL: dict[str, Any] = {
 }
 
 
-def config(**platform: Any) -> ExperimentConfig:
+def config(scheduler: str = "verl", **platform: Any) -> ExperimentConfig:
     raw = copy.deepcopy(SMALL)
+    raw["scheduler"]["name"] = scheduler
+    raw["platform"]["kind"] = "serverful" if scheduler == "verl" else "serverless"
     raw["platform"].update(platform)
     return validate(raw, "test_metrics")
 
 
-def run(**platform: Any) -> tuple[ExperimentConfig, RunResult]:
-    cfg = config(**platform)
+def run(scheduler: str = "verl", **platform: Any) -> tuple[ExperimentConfig, RunResult]:
+    cfg = config(scheduler, **platform)
     return cfg, simulate(cfg)
 
 
 @pytest.fixture(scope="module")
-def small() -> tuple[ExperimentConfig, RunResult]:
-    return run()
+def serverful() -> tuple[ExperimentConfig, RunResult]:
+    return run("verl")
+
+
+@pytest.fixture(scope="module", params=["verl", "serverless"])
+def small(request: pytest.FixtureRequest, serverful) -> tuple[ExperimentConfig, RunResult]:
+    """The same small workload on each deployment: the conservation laws hold for both."""
+    return serverful if request.param == "verl" else run(request.param)
 
 
 def close(a: float, b: float) -> bool:
@@ -66,17 +74,23 @@ def test_rows_have_the_documented_columns(small) -> None:
     assert all(list(r) == INSTANCE_COLUMNS for r in res.instances)
 
 
-def test_billed_gpu_seconds_add_up_to_gpus_times_rounded_wall_time(small) -> None:
+def test_billed_gpu_seconds_are_neither_lost_nor_double_counted(small) -> None:
     _, res = small
     s = res.summary
-    total = s["total_time_s"]
-    assert total > 0
-    rows_billed = sum(r["billed_gpu_s"] for r in res.iterations)
-    assert rows_billed == s["billed_gpu_s"]
-    # serverful, 1 s granularity: every GPU billed for the wall time rounded up to a whole second
-    assert close(s["billed_gpu_s"], GPUS * math.ceil(total))
+    assert s["total_time_s"] > 0
+    assert sum(r["billed_gpu_s"] for r in res.iterations) == s["billed_gpu_s"]
     assert close(sum(i["billed_gpu_s"] for i in res.instances), s["billed_gpu_s"])
-    assert s["gpus"] == GPUS and len(res.instances) == GPUS
+    assert s["gpus"] == GPUS
+
+
+def test_serverful_bills_every_gpu_for_the_rounded_wall_time(serverful) -> None:
+    _, res = serverful
+    s = res.summary
+    # 1 s granularity: every GPU billed for the wall time rounded up to a whole second
+    assert close(s["billed_gpu_s"], GPUS * math.ceil(s["total_time_s"]))
+    assert len(res.instances) == GPUS
+    assert all(i["cold_start"] is False for i in res.instances)  # held from the start
+    assert s["deployment"] == "serverful" and s["cold_starts"] == 0
 
 
 def test_each_row_busy_plus_idle_is_billed(small) -> None:
@@ -110,11 +124,11 @@ def test_instances_billed_at_least_busy(small) -> None:
         assert 0 <= inst["busy_s"] <= inst["billed_s"]
         assert inst["busy_s"] <= inst["released_s"] - inst["requested_s"] + 1e-9
         assert inst["billed_gpu_s"] == inst["billed_s"] * inst["gpus"]
-        assert inst["cold_start"] is False  # serverful GPUs are held from the start
+        assert inst["requested_s"] <= inst["ready_s"] <= inst["released_s"]
 
 
-def test_instance_busy_matches_the_busy_gpu_seconds(small) -> None:
-    _, res = small
+def test_instance_busy_matches_the_busy_gpu_seconds(serverful) -> None:
+    _, res = serverful
     # serverful, one instance per GPU: per-GPU busy seconds add up to the rows' busy GPU-seconds
     assert close(sum(i["busy_s"] for i in res.instances), res.summary["busy_gpu_s"])
 
@@ -127,6 +141,7 @@ def test_summary_totals_and_ratios(small) -> None:
     assert close(s["idle_within_phase_gpu_s"] + s["idle_between_phases_gpu_s"], s["idle_gpu_s"])
     assert close(s["utilization"], s["busy_gpu_s"] / s["billed_gpu_s"])
     assert 0 < s["utilization"] <= 1
+    assert s["cold_starts"] == sum(r["cold_starts"] for r in rows) == sum(i["cold_start"] for i in res.instances)
     price = load_catalog().gpu("L40S").price_usd_per_gpu_hour
     assert s["price_usd_per_gpu_hour"] == price
     assert close(s["total_cost_usd"], s["billed_gpu_s"] * price / 3600)
@@ -180,8 +195,8 @@ def test_simulate_is_deterministic(small) -> None:
 # ------------------------------------------------------------------------------------- billing
 
 
-def test_billing_granularity(small) -> None:
-    _, base = small
+def test_billing_granularity(serverful) -> None:
+    _, base = serverful
     _, res = run(billing={"granularity_s": 60})
     total = res.summary["total_time_s"]
     assert total == base.summary["total_time_s"]  # billing does not change the timeline

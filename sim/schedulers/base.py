@@ -56,6 +56,10 @@ class ClusterView:
     nodes_by_distance: Callable[[int], list[int]] = field(repr=False, compare=False)
     perf: Any = field(repr=False, compare=False, default=None)  # the run's performance model (for predictions)
     learner_node: int = 0
+    #: serverless only: fixed start-up of a new function (container + engine init), without the weight load
+    startup_s: float = 0.0
+    #: serverless only: warm idle instances per role right now
+    warm: dict[str, int] = field(default_factory=dict, compare=False)
 
     def slots_on(self, node: int) -> list[Slot]:
         return [s for s in self.free_slots if s.node == node]
@@ -97,10 +101,30 @@ class ReplicaSpec:
 
 
 @dataclass(frozen=True)
+class Prewarm:
+    """Start a function instance of `role` now (serverless), so that a later phase finds it warm.
+
+    Roles: rollout, prefill, actor_logprob, reference, critic, reward, actor_trainer, critic_trainer.
+    The slots give the size and preferred node; the platform skips it when no GPU is free.
+    """
+
+    role: str
+    slots: tuple[Slot, ...]
+
+
+@dataclass(frozen=True)
 class GenerationPlan:
     replicas: tuple[ReplicaSpec, ...]
     assignment: np.ndarray  # per sample: replica index
+    #: deduplicated prefill: a prefill actor (on `prefill`'s GPUs) computes shared prefixes once and ships
+    #: their KV to the decode replicas, which then prefill only the rest
     prefix_dedup: bool = False
+    prefill: ReplicaSpec | None = None
+    #: "prompt": every distinct prompt once (a GRPO group's samples share it wherever they run);
+    #: "template": only the leading tokens shared by all prompts
+    dedup_scope: Literal["prompt", "template"] = "prompt"
+    #: functions to start now for later phases (serverless only; ignored when serverful)
+    prewarm: tuple["Prewarm", ...] = ()
 
 
 @dataclass(frozen=True)
@@ -117,6 +141,10 @@ class GenerationProgress:
     free_slots: tuple[int, ...]  # per replica: how many more sequences its batch could take now
     released: tuple[bool, ...]
     ready: tuple[bool, ...] = ()  # per replica: started (its instance is warm); False while cold-starting
+    free_kv_tokens: tuple[int, ...] = ()  # per replica: KV tokens it could still admit
+    #: unfinished sample ids on a replica, and their current context (prompt + generated) tokens
+    unfinished: Callable[[int], tuple[int, ...]] = field(default=lambda r: (), repr=False, compare=False)
+    context_tokens: Callable[[int], int] = field(default=lambda s: 0, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -167,6 +195,8 @@ class RolePlan:
 class InferencePlan:
     roles: tuple[RolePlan, ...]
     sequential: bool = True  # roles one after another (colocated) or all at once (disaggregated)
+    #: sample-level fusion (serverful): GPUs of replicas released during generation start inference early
+    fuse_with_generation: bool = False
 
 
 @dataclass(frozen=True)
@@ -187,6 +217,8 @@ class TrainingPlan:
     colocated_rollout: bool = False
     #: fixed cost per iteration of switching trainer <-> rollout mode (colocated engines only)
     mode_switch_s: float = 0.0
+    #: functions to start when training starts, for the next iteration (serverless only)
+    prewarm: tuple["Prewarm", ...] = ()
 
 
 @dataclass(frozen=True)
@@ -247,6 +279,8 @@ def register(cls: type[Scheduler]) -> type[Scheduler]:
 
 
 def _load_builtins() -> None:
+    import sim.schedulers.rlhfless  # noqa: F401
+    import sim.schedulers.rlhfuse  # noqa: F401
     import sim.schedulers.serverless  # noqa: F401
     import sim.schedulers.verl  # noqa: F401
 

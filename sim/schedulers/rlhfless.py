@@ -1,0 +1,370 @@
+"""RLHFless (arXiv 2602.22718) on serverless functions, with each mechanism switchable for ablations.
+
+1. Deduplicated prefill: a prefill actor on the learner's node computes shared prefixes once and ships
+   their KV to the decode actors (`dedup_prefill`).
+2. Length prediction and prompt assignment: a per-prompt EWMA of past response lengths ranks prompts;
+   similar lengths go to the same decode actor, so short actors finish and stop being billed
+   (`prompt_assignment`).
+3. Cut-and-migrate: once a fraction `tau` of an actor's samples has finished, its unfinished samples move
+   to actors with free slots and the actor is released (`cut_and_migrate`; local, per actor).
+4. Cost-aware actor scaling: for each candidate number of decode actors N, predict time and cost from
+   the predicted lengths, the assignment N would produce and the performance model; pick the N that
+   minimises lambda * T/T_ref + (1 - lambda) * C/C_ref (`actor_scaling`).
+5. Locality-aware placement: prefill actor and the longest decode actors on the learner's node, others
+   nearest first (`locality`).
+Where the paper is silent, the choice is a parameter; docs/schedulers.md lists each assumption.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from sim.perf.base import steps_sum_s
+from sim.schedulers.base import (
+    ClusterView,
+    GenerationPlan,
+    GenerationProgress,
+    InferencePlan,
+    InferenceWork,
+    IterationStats,
+    Migrate,
+    Prewarm,
+    Release,
+    ReplicaSpec,
+    RolePlan,
+    RolloutBatch,
+    Scheduler,
+    Slot,
+    TrainingPlan,
+    TrainingWork,
+    register,
+)
+from sim.schedulers.verl import choose_tp
+
+
+class RLHFlessParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    # EWMA weight of the newest observation; 1.0 = "window 1" (last epoch's length), the default of the
+    # public third-party reimplementation (rlhfless.md section 0, [C])
+    ewma_alpha: float = Field(1.0, gt=0, le=1)
+    # cut threshold: fraction of an actor's samples finished before its tail is cut ([C]: 0.7)
+    tau: float = Field(0.7, gt=0, le=1)
+    # weight of time against cost in the scaling score (rlhfless.md section 8 item 7: assume 0.5)
+    lam: float = Field(0.5, ge=0, le=1, alias="lambda")
+    n_min: int = Field(1, ge=1, description="fewest decode actors considered")
+    n_max: int | None = Field(None, ge=1, description="most decode actors considered; default: every GPU")
+    dedup_prefill: bool = True
+    prompt_assignment: bool = True
+    actor_scaling: bool = True
+    cut_and_migrate: bool = True
+    locality: bool = True
+    dedup_scope: Literal["prompt", "template"] = "prompt"
+    # chunks of the length ranking: the same number of prompts per actor (the paper's figure), or the
+    # same predicted decode work
+    assignment: Literal["equal_count", "equal_work"] = "equal_count"
+    # first-epoch prediction for prompts never seen: the running mean of observed lengths once there is
+    # one, else the workload's prior mean (the paper is silent: rlhfless.md section 8 item 8)
+    first_epoch: Literal["running_mean", "prior"] = "running_mean"
+    release_idle: bool = Field(True, description="release a decode actor as soon as it has no work left")
+    kv_headroom: float = Field(1.5, ge=1.0, description="receiver KV needed per migrated sample, x its context now")
+    tp: int | None = Field(None, ge=1)
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
+    min_kv_sequences: int = Field(16, ge=1)
+    inference_gpus_per_role: int | None = Field(None, ge=1, description="default: all GPUs shared among the roles, which run at once")
+    training_gpus: int | None = Field(None, ge=1, description="learner GPUs, from the learner node on; default: all")
+    # pre-warm functions from the invocation history (rlhfless.md section 5): start the next phases'
+    # functions on GPUs the current phase leaves free, so that they are warm when needed
+    prewarm: bool = True
+
+    @model_validator(mode="after")
+    def _range(self) -> "RLHFlessParams":
+        if self.n_max is not None and self.n_max < self.n_min:
+            raise ValueError("n_max must be >= n_min")
+        return self
+
+
+class LengthPredictor:
+    """Per-prompt EWMA of the mean response length of its samples, with a fallback for unseen prompts."""
+
+    def __init__(self, alpha: float):
+        self.alpha = alpha
+        self.pred: dict[int, float] = {}
+        self.observed_sum = 0.0
+        self.observed_n = 0
+
+    def predict(self, prompt_ids: np.ndarray, prior: float, first_epoch: str) -> np.ndarray:
+        fallback = self.observed_sum / self.observed_n if (first_epoch == "running_mean" and self.observed_n) else prior
+        return np.array([self.pred.get(int(p), fallback) for p in prompt_ids], dtype=np.float64)
+
+    def update(self, prompt_ids: np.ndarray, sample_prompt: np.ndarray, lengths: np.ndarray) -> None:
+        sums = np.bincount(sample_prompt, weights=lengths, minlength=len(prompt_ids))
+        counts = np.bincount(sample_prompt, minlength=len(prompt_ids))
+        a = self.alpha
+        for pid, s, c in zip(prompt_ids.tolist(), sums.tolist(), counts.tolist()):
+            if c == 0:
+                continue
+            obs = s / c
+            old = self.pred.get(pid)
+            self.pred[pid] = obs if old is None else a * obs + (1 - a) * old
+        self.observed_sum += float(lengths.sum())
+        self.observed_n += int(len(lengths))
+
+
+def chunk_ranked(pred: np.ndarray, weights: np.ndarray, n: int, mode: str) -> np.ndarray:
+    """Actor index per prompt: prompts ranked by predicted length (longest first) cut into n chunks."""
+    order = np.argsort(-pred, kind="stable")
+    out = np.empty(len(pred), dtype=np.int64)
+    if mode == "equal_work":
+        work = (pred * weights)[order]
+        cum = np.cumsum(work)
+        total = cum[-1] if len(cum) else 0.0
+        idx = np.minimum((cum - work / 2) * n // max(total, 1e-12), n - 1).astype(np.int64)
+    else:
+        idx = (np.arange(len(order)) * n) // max(len(order), 1)
+    out[order] = idx
+    return out
+
+
+def predict_decode_s(rep, lengths: np.ndarray, prompt_tokens: np.ndarray) -> float:
+    """Time for one replica to decode samples of these (predicted) lengths, all admitted at once."""
+    if len(lengths) == 0:
+        return 0.0
+    L = np.maximum(np.rint(lengths).astype(np.int64), 1)
+    order = np.argsort(L, kind="stable")
+    L, P = L[order], prompt_tokens[order]
+    values, starts = np.unique(L, return_index=True)
+    ends = np.append(starts[1:], len(L))
+    b = len(L)
+    ctx = float(P.sum())
+    prev = 0
+    total = 0.0
+    for v, s, e in zip(values.tolist(), starts.tolist(), ends.tolist()):
+        k = v - prev
+        total += steps_sum_s(rep.decode_coeffs(b), b, ctx, k)
+        ctx += b * k - float(P[s:e].sum()) - v * (e - s)
+        b -= e - s
+        prev = v
+    return total
+
+
+@register
+class RLHFless(Scheduler):
+    name = "rlhfless"
+    deployment = "serverless"
+    Params = RLHFlessParams
+    observes_generation = True
+
+    def __init__(self, params: BaseModel, rng: np.random.Generator):
+        super().__init__(params, rng)
+        p: RLHFlessParams = params  # type: ignore[assignment]
+        self.predictor = LengthPredictor(p.ewma_alpha)
+        self._cut: set[int] = set()
+        self._released: set[int] = set()
+        self.last_scores: dict[int, float] = {}
+        self.last_n = 0
+        self._rest = (0.0, 0.0)  # (seconds, GPU-seconds) of the last iteration's other phases
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def p(self) -> RLHFlessParams:
+        return self.params  # type: ignore[return-value]
+
+    def predictions(self, batch: RolloutBatch) -> np.ndarray:
+        """Predicted mean response length per prompt of the batch."""
+        if self.oracle and batch.true_response_tokens is not None:
+            n = len(batch.prompt_ids)
+            sums = np.bincount(batch.sample_prompt, weights=batch.true_response_tokens, minlength=n)
+            counts = np.maximum(np.bincount(batch.sample_prompt, minlength=n), 1)
+            return sums / counts
+        return self.predictor.predict(batch.prompt_ids, batch.default_response_tokens, self.p.first_epoch)
+
+    def node_order(self, view: ClusterView) -> list[int]:
+        if self.p.locality:
+            return view.nodes_by_distance(view.learner_node)
+        return list(range(view.nodes))
+
+    def place(self, view: ClusterView, n: int, tp: int, reserve_prefill: bool) -> tuple[list[ReplicaSpec], ReplicaSpec | None]:
+        """Decode actors in node order (learner's node first when locality is on); the prefill actor on the learner's node."""
+        specs: list[ReplicaSpec] = []
+        prefill = None
+        for node in self.node_order(view):
+            gpus = list(range(view.gpus_per_node))
+            if reserve_prefill and prefill is None and (node == view.learner_node or not self.p.locality):
+                prefill = ReplicaSpec((Slot(node, gpus.pop()),), self.p.gpu_memory_utilization)
+            while len(gpus) >= tp and len(specs) < n:
+                specs.append(ReplicaSpec(tuple(Slot(node, gpus.pop(0)) for _ in range(tp)), self.p.gpu_memory_utilization))
+        if not self.p.locality:  # spread actors round-robin over nodes instead
+            per_node = [[s for s in specs if s.node == node] for node in range(view.nodes)]
+            specs = [x for group in zip(*[g + [None] * (max(map(len, per_node)) - len(g)) for g in per_node]) for x in group if x]
+        return specs, prefill
+
+    def capacity_actors(self, view: ClusterView, tp: int, reserve_prefill: bool) -> int:
+        per_node = view.gpus_per_node // tp
+        total = per_node * view.nodes
+        if reserve_prefill and view.gpus_per_node % tp == 0:
+            total -= 1  # one GPU of the learner's node holds the prefill actor
+        return max(total, 1)
+
+    def assign(self, pred: np.ndarray, group_sizes: np.ndarray, n: int) -> np.ndarray:
+        if self.p.prompt_assignment:
+            return chunk_ranked(pred, group_sizes, n, self.p.assignment)
+        return np.arange(len(pred)) % n  # length-unaware: round-robin by prompt
+
+    def predict_cost(self, view: ClusterView, batch: RolloutBatch, pred: np.ndarray, group_sizes: np.ndarray, n: int, tp: int) -> tuple[float, float]:
+        """(generation time, GPU-seconds) predicted for n decode actors, from predicted lengths only."""
+        actor_of_prompt = self.assign(pred, group_sizes, n)
+        rep = view.perf.replica(view.actor, tp)
+        sample_actor = actor_of_prompt[batch.sample_prompt]
+        sample_len = pred[batch.sample_prompt]
+        sample_prompt_tokens = batch.prompt_tokens[batch.sample_prompt].astype(np.float64)
+        warm = view.warm.get("rollout", 0)
+        times = []
+        for a in range(n):
+            mask = sample_actor == a
+            start = 0.0 if a < warm else view.startup_s
+            times.append(start + predict_decode_s(rep, sample_len[mask], sample_prompt_tokens[mask]))
+        return max(times, default=0.0), tp * float(sum(times))
+
+    # ------------------------------------------------------------------ plans
+    def plan_generation(self, view: ClusterView, batch: RolloutBatch) -> GenerationPlan:
+        p = self.p
+        self._cut.clear()
+        self._released.clear()
+        seq_len = int(batch.prompt_tokens.max(initial=0)) + batch.max_response_tokens
+        tp = p.tp or choose_tp(view, p.gpu_memory_utilization, p.min_kv_sequences * seq_len)
+        pred = self.predictions(batch)
+        group_sizes = np.bincount(batch.sample_prompt, minlength=len(batch.prompt_ids)).astype(np.float64)
+        n_cap = self.capacity_actors(view, tp, p.dedup_prefill)
+        n_hi = min(p.n_max or n_cap, n_cap, max(len(batch.prompt_ids), 1))
+        n_lo = min(p.n_min, n_hi)
+        n = n_hi
+        self.last_scores = {}
+        if p.actor_scaling and n_hi > n_lo:
+            preds = {k: self.predict_cost(view, batch, pred, group_sizes, k, tp) for k in range(n_lo, n_hi + 1)}
+            # T_total and C add the rest of the iteration, which does not depend on N (last iteration's)
+            t_rest, c_rest = self._rest
+            t_ref, c_ref = preds[n_hi][0] + t_rest, preds[n_hi][1] + c_rest
+            for k, (t, c) in preds.items():
+                self.last_scores[k] = p.lam * (t + t_rest) / max(t_ref, 1e-12) + (1 - p.lam) * (c + c_rest) / max(c_ref, 1e-12)
+            n = min(self.last_scores, key=lambda k: (self.last_scores[k], k))
+        self.last_n = n
+        self._gpus_last = view.nodes * view.gpus_per_node
+        actor_of_prompt = self.assign(pred, group_sizes, n)
+        # actor 0 holds the longest predictions; with locality it goes first in node order (learner's node)
+        specs, prefill = self.place(view, n, tp, p.dedup_prefill)
+        assignment = actor_of_prompt[batch.sample_prompt]
+        self._last_specs, self._last_prefill = specs, prefill
+        prewarm: tuple = ()
+        if p.prewarm:
+            roles = self._roles(view)
+            layout = self._inference_layout(view, roles)
+            train = self._training_slots(view)
+            prewarm = tuple(Prewarm(r, slots) for r, slots in layout) + tuple(
+                Prewarm(f"{m}_trainer", train) for m in (("critic", "actor") if view.algorithm == "ppo" else ("actor",))
+            )
+        return GenerationPlan(
+            replicas=tuple(specs), assignment=assignment, prefix_dedup=p.dedup_prefill, prefill=prefill,
+            dedup_scope=p.dedup_scope, prewarm=prewarm,
+        )  # fmt: skip
+
+    def _roles(self, view: ClusterView) -> tuple[str, ...]:
+        roles = ["actor_logprob", "reference"]
+        if view.algorithm == "ppo":
+            roles.append("critic")
+        if view.reward is not None:
+            roles.append("reward")
+        return tuple(roles)
+
+    def _inference_layout(self, view: ClusterView, roles: tuple[str, ...]) -> list[tuple[str, tuple[Slot, ...]]]:
+        per_role = self.p.inference_gpus_per_role or max(1, view.nodes * view.gpus_per_node // max(len(roles), 1))
+        nodes = list(reversed(self.node_order(view)))  # away from the learner's node
+        slots = [Slot(n, g) for n in nodes for g in range(view.gpus_per_node)]
+        out = []
+        for k, role in enumerate(roles):
+            start = (k * per_role) % len(slots)
+            chunk = slots[start : start + per_role] or slots[:per_role]
+            out.append((role, tuple(chunk)))
+        return out
+
+    def _training_slots(self, view: ClusterView) -> tuple[Slot, ...]:
+        n = self.p.training_gpus or view.nodes * view.gpus_per_node
+        return tuple([Slot(node, g) for node in self.node_order(view) for g in range(view.gpus_per_node)][:n])
+
+    def on_generation_event(self, view: ClusterView, progress: GenerationProgress) -> list:
+        p = self.p
+        actions: list = []
+        r = progress.replica
+        if p.cut_and_migrate and r not in self._cut and progress.assigned[r]:
+            if progress.done[r] / progress.assigned[r] >= p.tau:
+                actions = self._cut_and_migrate(progress, r)
+        if p.release_idle and not actions:
+            if progress.running[r] == 0 and progress.waiting[r] == 0 and r not in self._released and not progress.released[r]:
+                self._released.add(r)
+                actions.append(Release(r))
+        return actions
+
+    def _cut_and_migrate(self, progress: GenerationProgress, r: int) -> list:
+        unfinished = progress.unfinished(r)
+        if not unfinished:
+            return []
+        contexts = [progress.context_tokens(s) for s in unfinished]
+        need = self.p.kv_headroom * max(float(np.mean(contexts)), 1.0)
+        capacity = {}
+        for j in range(len(progress.assigned)):
+            if j == r or j in self._cut or progress.released[j] or j in self._released:
+                continue
+            if progress.ready and not progress.ready[j]:
+                continue
+            if progress.running[j] == 0 and progress.waiting[j] == 0:
+                continue  # finished actors exit; only running actors with free slots receive
+            cap = min(progress.free_slots[j], int(progress.free_kv_tokens[j] // need))
+            if cap > 0:
+                capacity[j] = cap
+        if sum(capacity.values()) < len(unfinished):
+            return []  # not enough free slots yet: keep running and retry at a later completion
+        actions: list = []
+        order = sorted(capacity, key=lambda j: (-capacity[j], j))
+        queue = list(unfinished)
+        for j in order:
+            take, queue = queue[: capacity[j]], queue[capacity[j] :]
+            if take:
+                actions.append(Migrate(r, j, tuple(take)))
+            if not queue:
+                break
+        self._cut.add(r)
+        self._released.add(r)
+        actions.append(Release(r))
+        return actions
+
+    def plan_inference(self, view: ClusterView, work: InferenceWork) -> InferencePlan:
+        layout = self._inference_layout(view, work.roles)
+        plans = tuple(RolePlan(role, (slots,)) for role, slots in layout)
+        used = [s for _, slots in layout for s in slots]
+        return InferencePlan(roles=plans, sequential=len(set(used)) < len(used))
+
+    def plan_training(self, view: ClusterView, work: TrainingWork) -> TrainingPlan:
+        slots = self._training_slots(view)
+        prewarm: tuple = ()
+        if self.p.prewarm and getattr(self, "_last_specs", None):
+            # the next iteration's decode actors (as many as this one used), and its prefill actor
+            prewarm = tuple(Prewarm("rollout", spec.slots) for spec in self._last_specs)
+            if self._last_prefill is not None:
+                prewarm += (Prewarm("prefill", self._last_prefill.slots),)
+        return TrainingPlan(groups={m: slots for m in work.models}, sequential=True, prewarm=prewarm)
+
+    def on_iteration_end(self, stats: IterationStats) -> None:
+        rest_s = sum(v for k, v in stats.phase_s.items() if k != "generation")
+        self._rest = (rest_s, rest_s * self._gpus_last)
+        self.predictor.update(stats.prompt_ids, stats.sample_prompt, stats.response_tokens.astype(np.float64))
+
+
+@register
+class Oracle(RLHFless):
+    """RLHFless fed the true response lengths: the upper bound for prediction."""
+
+    name = "oracle"
+    oracle = True

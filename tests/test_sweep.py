@@ -1,0 +1,313 @@
+"""Sweeps and comparisons (sim/sweep.py, design.md section 8): grid expansion and run ids, backends that write
+identical files, resume after an interrupt, failed runs recorded while the others finish.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from sim.config import ConfigError, validate
+from sim.run import main
+from sim.schedulers import base
+from sim.schedulers.verl import Verl, VerlParams
+from sim.sweep import MAX_RUN_ID_CHARS, expand, format_value, slug
+
+ROOT = Path(__file__).resolve().parent.parent
+QUICKSTART = ROOT / "experiments" / "quickstart.yaml"
+SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+,-]*$")
+
+
+def quickstart(**changes: Any) -> dict[str, Any]:
+    raw = yaml.safe_load(QUICKSTART.read_text())
+    raw.update(copy.deepcopy(changes))
+    return raw
+
+
+def plan_of(raw: dict[str, Any]):
+    return expand(raw, validate(raw, "x.yaml"), "x.yaml")
+
+
+def write_experiment(tmp_path: Path, name: str, **changes: Any) -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(quickstart(name=name, **changes), sort_keys=False))
+    return path
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def tree_bytes(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def run_cli(*args: str | Path, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "CI": os.environ.get("CI", "true")}
+    return subprocess.run([sys.executable, "-m", "sim.run", *map(str, args)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180, **kwargs)
+
+
+# ------------------------------------------------------------------------------- grid and run ids
+
+
+def test_grid_is_the_cartesian_product_in_the_order_given_with_safe_unique_ids() -> None:
+    plan = plan_of(quickstart(sweep={"cluster.nodes": [2, 1], "seed": [0, 7, 3]}))
+    assert plan.sweep_keys == ("cluster.nodes", "seed")
+    assert [r.point for r in plan.runs] == [{"cluster.nodes": n, "seed": s} for n in (2, 1) for s in (0, 7, 3)]
+    assert [r.run_id for r in plan.runs][:2] == ["verl__cluster.nodes=2__seed=0", "verl__cluster.nodes=2__seed=7"]
+    assert [(r.cfg.cluster.nodes, r.cfg.seed) for r in plan.runs] == [(n, s) for n in (2, 1) for s in (0, 7, 3)]
+    assert all(r.cfg.sweep == {} for r in plan.runs)  # each run's config is the point itself
+    ids = [r.run_id for r in plan.runs]
+    assert len(set(ids)) == len(ids) and all(SAFE.match(i) for i in ids)
+
+
+def test_single_run_and_comparison_ids_are_scheduler_names() -> None:
+    assert [r.run_id for r in plan_of(quickstart()).runs] == ["verl"]
+    plan = plan_of(quickstart(compare=["rlhfuse", "verl"]))
+    assert [r.run_id for r in plan.runs] == ["verl", "rlhfuse"]  # the main scheduler in compare is dropped
+    assert plan.runs[0].baselines == ("rlhfuse",) and plan.runs[1].cfg.scheduler.name == "rlhfuse"
+
+
+def test_comparison_runs_follow_their_point_and_ignore_swept_scheduler_keys() -> None:
+    raw = quickstart(
+        scheduler={"name": "other", "params": {}}, compare=["verl"],
+        sweep={"cluster.nodes": [1, 2], "scheduler.params.lambda": [0.1, 1.0]},
+    )  # fmt: skip
+    plan = plan_of(raw)
+    assert [r.run_id for r in plan.runs] == [
+        "other__cluster.nodes=1__scheduler.params.lambda=0.1", "verl__cluster.nodes=1",
+        "other__cluster.nodes=1__scheduler.params.lambda=1.0",
+        "other__cluster.nodes=2__scheduler.params.lambda=0.1", "verl__cluster.nodes=2",
+        "other__cluster.nodes=2__scheduler.params.lambda=1.0",
+    ]  # fmt: skip
+    by_id = {r.run_id: r for r in plan.runs}
+    assert by_id["other__cluster.nodes=2__scheduler.params.lambda=1.0"].baselines == ("verl__cluster.nodes=2",)
+    assert by_id["verl__cluster.nodes=1"].cfg.scheduler.params == {} and by_id["verl__cluster.nodes=1"].point == {"cluster.nodes": 1}
+    assert by_id["other__cluster.nodes=1__scheduler.params.lambda=1.0"].cfg.scheduler.params == {"lambda": 1.0}
+
+
+def test_run_ids_are_filesystem_safe_and_long_ones_shortened_deterministically() -> None:
+    assert slug("verl", [("workload.trace", "../traces/a b.csv")]) == "verl__workload.trace=..-traces-a-b.csv"
+    assert slug("verl", [("x", None), ("y", True), ("z", [1, 2])]) == "verl__x=null__y=true__z=-1,2-"
+    long_a = slug("verl", [("platform.cold_start", {"container_s": 5.0, "engine_init_s": 10.0, "weights_from": "remote" * 20})])
+    long_b = slug("verl", [("platform.cold_start", {"container_s": 5.0, "engine_init_s": 10.0, "weights_from": "remote" * 21})])
+    assert len(long_a) <= MAX_RUN_ID_CHARS and len(long_b) <= MAX_RUN_ID_CHARS
+    assert long_a != long_b and SAFE.match(long_a) and SAFE.match(long_b)
+    assert long_a == slug("verl", [("platform.cold_start", {"container_s": 5.0, "engine_init_s": 10.0, "weights_from": "remote" * 20})])
+    assert format_value(0.5) == "0.5" and format_value("H100-SXM") == "H100-SXM"
+
+
+def test_colliding_slugs_of_distinct_points_get_distinct_ids() -> None:
+    plan = plan_of(quickstart(sweep={"scheduler.params.note": ["a/b", "a-b"]}))
+    ids = [r.run_id for r in plan.runs]
+    assert ids[0] == "verl__scheduler.params.note=a-b" and ids[1].startswith("verl__scheduler.params.note=a-b__")
+    assert len(set(ids)) == 2
+
+
+@pytest.mark.parametrize(
+    "sweep, needles",
+    [
+        ({"cluster.nodes": [1, 0]}, ["sweep point cluster.nodes=0", "cluster.nodes", "greater than or equal to 1"]),
+        ({"cluster.gpu": ["L40S", "L40"]}, ["sweep point cluster.gpu=L40", "cluster.gpu", "unknown name 'L40'"]),
+        ({"workload.sample_per_prompt": [4]}, ["workload.sample_per_prompt", "unknown key"]),
+        ({"cluster.nodes": []}, ["sweep.cluster.nodes", "non-empty"]),
+        ({"seed": [1, 1]}, ["sweep.seed", "more than once"]),
+        ({"name": ["a", "b"]}, ["sweep.name", "cannot be swept"]),
+    ],
+)
+def test_bad_sweep_values_are_refused_naming_the_path(sweep: dict[str, list[Any]], needles: list[str]) -> None:
+    with pytest.raises(ConfigError) as err:
+        plan_of(quickstart(sweep=sweep))
+    for needle in needles:
+        assert needle in str(err.value), (needle, str(err.value))
+
+
+def test_bad_sweep_value_exits_2_without_running(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_experiment(tmp_path, "bad", sweep={"scheduler.params.tp": [1, "abc"]})
+    out = tmp_path / "out"
+    assert main([str(path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {path}: sweep point scheduler.params.tp=abc: scheduler.params.tp:") and "Traceback" not in err
+    assert not out.exists()
+
+
+# ------------------------------------------------------------------------- comparisons in a sweep
+
+
+class SlowSwitch(Verl):
+    """verl with a slower trainer/rollout switch: a second serverful scheduler to compare against."""
+
+    name = "test_slow_switch"
+
+    class Params(VerlParams):
+        mode_switch_s: float = 30.0
+
+
+def test_compare_ratios_are_computed_within_each_sweep_point(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sim.metrics import compare_ratios
+
+    monkeypatch.setitem(base._REGISTRY, SlowSwitch.name, SlowSwitch)
+    path = write_experiment(
+        tmp_path, "cmp", iterations=2, scheduler={"name": SlowSwitch.name}, compare=["verl"],
+        sweep={"cluster.nodes": [1, 2], "scheduler.params.mode_switch_s": [10.0, 40.0]},
+    )  # fmt: skip
+    assert main([str(path), "--out", str(tmp_path / "out"), "--workers", "1"]) == 0
+    exp = tmp_path / "out" / "cmp"
+    rows = read_rows(exp / "runs.csv")
+    assert [r["run_id"] for r in rows] == [
+        "test_slow_switch__cluster.nodes=1__scheduler.params.mode_switch_s=10.0", "verl__cluster.nodes=1",
+        "test_slow_switch__cluster.nodes=1__scheduler.params.mode_switch_s=40.0",
+        "test_slow_switch__cluster.nodes=2__scheduler.params.mode_switch_s=10.0", "verl__cluster.nodes=2",
+        "test_slow_switch__cluster.nodes=2__scheduler.params.mode_switch_s=40.0",
+    ]  # fmt: skip
+    assert list(rows[0])[:5] == ["run_id", "status", "error", "cluster.nodes", "scheduler.params.mode_switch_s"]
+    assert rows[1]["scheduler.params.mode_switch_s"] == ""  # the baseline does not depend on it
+    for nodes in (1, 2):
+        baseline = json.loads((exp / f"verl__cluster.nodes={nodes}" / "summary.json").read_text())
+        assert "compare" not in baseline
+        for switch in (10.0, 40.0):
+            summary = json.loads((exp / f"test_slow_switch__cluster.nodes={nodes}__scheduler.params.mode_switch_s={switch}" / "summary.json").read_text())
+            assert summary["compare"] == {"verl": compare_ratios(summary, baseline)}
+    speedups = [float(r["compare.verl.speedup"]) for r in rows if r["scheduler"] == SlowSwitch.name]
+    assert speedups[1] < speedups[0] < 1.0 and speedups[3] < speedups[2] < 1.0  # a slower switch: slower than verl
+    assert (exp / "report.html").is_file() and (exp / "plotly.min.js").is_file()
+    # not a terminal: no progress bar, one plain line per finished run
+    err = capsys.readouterr().err
+    assert "\x1b[" not in err and len(re.findall(r"^\[\d/6\] ok ", err, flags=re.M)) == 6
+
+
+# ----------------------------------------------------------------------------------- failed runs
+
+
+def test_an_infeasible_sweep_point_is_recorded_and_the_others_finish(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_experiment(tmp_path, "infeasible", iterations=1, scheduler={"name": "verl", "params": {"tp": 1}},
+                            sweep={"model": ["qwen2.5-3b", "llama-3-70b", "qwen2.5-1.5b"]})  # fmt: skip
+    assert main([str(path), "--out", str(tmp_path / "out"), "--workers", "1", "--quiet"]) == 1
+    exp = tmp_path / "out" / "infeasible"
+    rows = read_rows(exp / "runs.csv")
+    assert [(r["run_id"], r["status"]) for r in rows] == [
+        ("verl__model=qwen2.5-3b", "ok"), ("verl__model=llama-3-70b", "failed"), ("verl__model=qwen2.5-1.5b", "ok"),
+    ]  # fmt: skip
+    assert "GB" in rows[1]["error"] and "\n" not in rows[1]["error"] and rows[1]["model"] == "llama-3-70b"
+    assert rows[0]["error"] == "" and float(rows[0]["mean_iteration_s"]) > 0
+    assert sorted(p.name for p in exp.iterdir() if p.is_dir()) == ["verl__model=qwen2.5-1.5b", "verl__model=qwen2.5-3b"]
+    err = capsys.readouterr().err
+    assert "error: run verl__model=llama-3-70b:" in err and "1 of 3 runs failed" in err and "Traceback" not in err
+
+
+def test_an_internal_error_in_one_run_is_recorded_with_exit_1(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import sim.runner
+
+    real = sim.runner.simulate
+
+    def flaky(cfg, *args, **kwargs):
+        if cfg.seed == 1:
+            raise RuntimeError("boom")
+        return real(cfg, *args, **kwargs)
+
+    monkeypatch.setattr(sim.runner, "simulate", flaky)
+    path = write_experiment(tmp_path, "flaky", iterations=1, sweep={"seed": [0, 1, 2]})
+    assert main([str(path), "--out", str(tmp_path / "out"), "--workers", "1", "--quiet"]) == 1
+    rows = read_rows(tmp_path / "out" / "flaky" / "runs.csv")
+    assert [r["status"] for r in rows] == ["ok", "failed", "ok"] and rows[1]["error"] == "RuntimeError: boom"
+    assert "internal error: RuntimeError: boom (run verl__seed=1)" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- resume after Ctrl-C
+
+
+def test_an_interrupted_sweep_resumes_to_the_same_files(tmp_path: Path) -> None:
+    """SIGINT after the first run is written, then the same command: identical to one uninterrupted sweep."""
+    path = write_experiment(tmp_path, "resume", iterations=25, sweep={"seed": [0, 1, 2, 3, 4, 5]})
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    reference = subprocess.Popen(
+        [sys.executable, "-m", "sim.run", str(path), "--out", str(whole), "--quiet", "--workers", "1"], cwd=ROOT,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sim.run", str(path), "--out", str(resumed), "--workers", "1"], cwd=ROOT,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    exp = resumed / "resume"
+    deadline = time.monotonic() + 60
+    while not (exp / "verl__seed=0" / "summary.json").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    complete = sorted(p.name for p in exp.iterdir() if p.is_dir())
+    assert 1 <= len(complete) < 6, complete  # interrupted part-way (if this fails, the runs got too fast)
+    assert not [p.name for p in exp.iterdir() if p.name.startswith(".")]  # no temporary folder left
+    assert [r["run_id"] for r in read_rows(exp / "runs.csv")] == complete  # runs.csv: what is complete
+    inode = (exp / "verl__seed=0" / "summary.json").stat().st_ino
+
+    again = run_cli(path, "--out", resumed, "--workers", "1")
+    assert again.returncode == 0, again.stderr
+    assert f"{len(complete)} of 6 runs already complete" in again.stderr
+    assert (exp / "verl__seed=0" / "summary.json").stat().st_ino == inode  # skipped, not rewritten
+    assert reference.wait(timeout=120) == 0, reference.stderr.read() if reference.stderr else ""
+    assert tree_bytes(resumed) == tree_bytes(whole)
+    assert len(read_rows(exp / "runs.csv")) == 6
+
+
+def test_a_changed_config_reruns_only_the_runs_it_changes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_experiment(tmp_path, "change", iterations=1, sweep={"cluster.nodes": [1, 2]})
+    out = tmp_path / "out"
+    assert main([str(path), "--out", str(out), "--quiet", "--workers", "1"]) == 0
+    exp = out / "change"
+    stamp = {p.name: (p / "config.yaml").stat().st_ino for p in exp.iterdir() if p.is_dir()}
+    # a resolved config that differs (another seed) is run again; an equal one is skipped
+    (exp / "verl__cluster.nodes=2" / "config.yaml").write_text((exp / "verl__cluster.nodes=2" / "config.yaml").read_text().replace("seed: 0", "seed: 5"))
+    assert main([str(path), "--out", str(out), "--workers", "1"]) == 0
+    assert (exp / "verl__cluster.nodes=1" / "config.yaml").stat().st_ino == stamp["verl__cluster.nodes=1"]
+    assert (exp / "verl__cluster.nodes=2" / "config.yaml").stat().st_ino != stamp["verl__cluster.nodes=2"]
+    assert "seed: 0" in (exp / "verl__cluster.nodes=2" / "config.yaml").read_text()
+    assert "1 of 2 runs already complete" in capsys.readouterr().err
+    assert len(read_rows(exp / "runs.csv")) == 2
+
+
+# -------------------------------------------------------------------------------------- backends
+
+
+def require(module: str, what: str) -> None:
+    """Skip when an optional extra is missing, except in CI, where it must be installed."""
+    try:
+        __import__(module)
+    except ImportError:
+        if os.environ.get("CI"):
+            pytest.fail(f"{what} is not installed in CI")
+        pytest.skip(f"{what} is not installed")
+
+
+def test_local_pool_in_process_and_ray_write_identical_files(tmp_path: Path) -> None:
+    require("ray", "the ray extra (pip install -e '.[ray]')")
+    path = write_experiment(tmp_path, "backends", iterations=2, sweep={"cluster.nodes": [1, 2], "seed": [0, 1]})
+    outs = {kind: tmp_path / kind for kind in ("one", "pool", "ray")}
+    ray_proc = subprocess.Popen(
+        [sys.executable, "-m", "sim.run", str(path), "--out", str(outs["ray"]), "--backend", "ray", "--workers", "2", "--quiet"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled"},
+    )  # fmt: skip
+    assert main([str(path), "--out", str(outs["one"]), "--workers", "1", "--quiet"]) == 0
+    assert main([str(path), "--out", str(outs["pool"]), "--workers", "2", "--quiet"]) == 0
+    _, err = ray_proc.communicate(timeout=180)
+    assert ray_proc.returncode == 0, err
+    trees = {kind: tree_bytes(out) for kind, out in outs.items()}
+    assert len(trees["one"]) == 4 * 6 + 3  # 4 runs of 6 files, runs.csv, plotly.min.js, report.html
+    assert trees["pool"] == trees["one"] and trees["ray"] == trees["one"]

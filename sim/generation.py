@@ -55,7 +55,7 @@ class GenerationPhase:
         self.backlog: dict[int, list[int]] = {}  # replica index -> samples waiting for it to start
         self.lost_tokens = 0
         self.failures = 0
-        self.freed: list[tuple[tuple, float]] = []  # (GPUs, when) of replicas released before the end
+        self.freed: list[tuple[tuple, float, float]] = []  # (GPUs, when, fraction of samples done) per early release
         self.gated: set[int] = set()  # replicas waiting for their prefix KV from the prefill actor
         self.prefill_saved = 0
         self.dedup_tokens = 0
@@ -245,7 +245,7 @@ class GenerationPhase:
         if replica.released:  # released by the scheduler: no keep-alive
             self.alloc.release(lease)
             self.leases[replica.id] = None
-            self.freed.append((lease.slots, self.env.now))
+            self.freed.append((lease.slots, self.env.now, 1.0 - self.remaining / max(len(self.table), 1)))
         elif self.alloc.serverless:
             # a function's invocation returns when its batch is done: the instance goes warm idle
             # (billed under the platform's keep-alive rules) and this replica takes no more work
@@ -330,7 +330,7 @@ class GenerationPhase:
             self._retire(rid)
         t = self.table
         live = [r for r in self.replicas if r is not None]
-        self.ctx.extras["freed_gpus"] = [(slots, when, self.env.now) for slots, when in self.freed]
+        self.ctx.extras["freed_gpus"] = [(slots, when, self.env.now, done) for slots, when, done in self.freed]
         rec.count(
             self.iteration,
             "generation",

@@ -218,12 +218,14 @@ def _run_inference(ctx: RunContext, i: int, iplan: InferencePlan, work: Inferenc
         # fluid approximation of sample-level fusion: GPU-seconds freed before generation ended are spent
         # on the inference of finished samples, and taken off this phase
         work_gpu_s = sum(d for rp in iplan.roles for _, d in _role_durations(ctx, rp.role, rp.groups, rp.assignment, work))
-        freed_gpu_s = sum(len(slots) * (end - when) for slots, when, end in freed)
-        used = min(work_gpu_s, freed_gpu_s)
+        freed_gpu_s = sum(len(slots) * (end - when) for slots, when, end, _ in freed)
+        # only samples finished by the cut can be processed early
+        done_at_cut = min(done for *_, done in freed)
+        used = min(work_gpu_s * done_at_cut, freed_gpu_s)
         if work_gpu_s > 0:
             scale = 1.0 - used / work_gpu_s
             share = used / freed_gpu_s if freed_gpu_s else 0.0
-            for slots, when, end in freed:
+            for slots, when, end, _ in freed:
                 rec.busy(i, "generation", "fused_inference", slots, when, when + (end - when) * share)
     stages = [[rp] for rp in iplan.roles] if iplan.sequential else [list(iplan.roles)]
     for stage in stages:

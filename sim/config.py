@@ -144,9 +144,15 @@ class TrainingConfig(Strict):
 
 
 class EarlyExitConfig(Strict):
-    profile: str
-    threshold: float = Field(0.9, gt=0, le=1)
-    kv_fill: Literal["state_copy", "deferred", "none"] = "state_copy"
+    profile: str = Field(description="a layer-exit profile JSON (python -m sim.probe), e.g. traces/exit_profiles/NAME.json")
+    policy: Literal["max_prob", "margin", "stable"] = Field(
+        "max_prob", description="exit rule: confidence threshold on the top-1 probability or the top-1 - top-2 margin, or the oracle stable exit"
+    )
+    threshold: float = Field(0.9, gt=0, le=1, description="confidence threshold; must be one the profile measured")
+    exit_every: int = Field(1, ge=1, description="exits allowed every k layers (each allowed exit costs an LM-head check)")
+    kv_fill: Literal["state_copy", "deferred", "none"] = Field(
+        "state_copy", description="KV of skipped layers: recompute K/V projections now (state copy), later (deferred, ~free), or not at all"
+    )
 
 
 class ExperimentConfig(Strict):

@@ -25,6 +25,7 @@ from plotly.subplots import make_subplots
 PHASE_COLORS = {"generation": "#4C78A8", "inference": "#F58518", "training": "#54A24B", "weight_sync": "#B279A2"}
 MAX_GANTT_BARS = 20_000  # GPU busy bars drawn at most (later iterations are left out beyond that)
 TEMPLATE = "plotly_white"
+LEGEND = {"orientation": "h", "yanchor": "bottom", "y": 1.02, "xanchor": "right", "x": 1}  # above the plot, clear of axis titles
 STYLE = (
     "body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}"
     "table{border-collapse:collapse;margin:0.5em 0 1.5em}td,th{padding:2px 10px;border-bottom:1px solid #ddd}"
@@ -70,7 +71,7 @@ def phase_timeline(iterations: list[dict[str, Any]]) -> go.Figure:
     n = len({r["iteration"] for r in iterations})
     fig.update_layout(
         title="Phase timeline", barmode="overlay", xaxis_title="time (s)", template=TEMPLATE,
-        height=160 + 28 * n, yaxis={"autorange": "reversed"}, legend_orientation="h",
+        height=160 + 28 * n, yaxis={"autorange": "reversed"}, legend=LEGEND,
     )  # fmt: skip
     return fig
 
@@ -92,7 +93,7 @@ def instance_gantt(instances: list[dict[str, Any]]) -> go.Figure:
         )  # fmt: skip
     fig.update_layout(
         title="Instances", barmode="overlay", xaxis_title="time (s)", template=TEMPLATE,
-        height=160 + 18 * len(instances), yaxis={"autorange": "reversed"}, legend_orientation="h",
+        height=160 + 18 * len(instances), yaxis={"autorange": "reversed"}, legend=LEGEND,
     )  # fmt: skip
     return fig
 
@@ -121,8 +122,8 @@ def gpu_gantt(activities: list[dict[str, Any]]) -> go.Figure:
         )  # fmt: skip
     title = "GPU busy intervals" + (f" (iterations before {iterations_shown} only)" if iterations_shown is not None else "")
     fig.update_layout(
-        title=title, barmode="overlay", xaxis_title="time (s)", template=TEMPLATE, height=160 + 14 * len(gpus),
-        yaxis={"autorange": "reversed", "categoryorder": "array", "categoryarray": gpus}, legend_orientation="h",
+        title=title, barmode="overlay", xaxis_title="time (s)", template=TEMPLATE, height=160 + 18 * len(gpus),
+        yaxis={"autorange": "reversed", "categoryorder": "array", "categoryarray": gpus}, legend=LEGEND,
     )  # fmt: skip
     return fig
 
@@ -140,7 +141,7 @@ def cost_and_utilization(iterations: list[dict[str, Any]]) -> go.Figure:
         billed = sum(float(r["billed_gpu_s"]) for r in iterations if int(r["iteration"]) == i)
         util.append(busy / billed if billed > 0 else 0.0)
     fig.add_trace(go.Scatter(name="utilization", x=its, y=util, mode="lines+markers", line_color="#222"), secondary_y=True)
-    fig.update_layout(title="Cost and utilization per iteration", barmode="stack", template=TEMPLATE, height=380, legend_orientation="h")
+    fig.update_layout(title="Cost and utilization per iteration", barmode="stack", template=TEMPLATE, height=380, legend=LEGEND)
     fig.update_xaxes(title_text="iteration", dtick=1)
     fig.update_yaxes(title_text="cost (USD)", secondary_y=False)
     fig.update_yaxes(title_text="utilization", tickformat=".0%", range=[0, 1.05], secondary_y=True)
@@ -213,7 +214,7 @@ def cost_vs_time(rows: list[dict[str, Any]]) -> go.Figure:
         )  # fmt: skip
     fig.update_layout(
         title="Cost against iteration time, per scheduler", xaxis_title="mean iteration time (s)",
-        yaxis_title="total cost (USD)", template=TEMPLATE, height=450,
+        yaxis_title="total cost (USD)", template=TEMPLATE, height=450, showlegend=True, legend=LEGEND,
     )  # fmt: skip
     return fig
 

@@ -34,11 +34,12 @@ def bad_input_types() -> tuple[type[BaseException], ...]:
     from sim.catalog import CatalogError
     from sim.config import ConfigError
     from sim.memory import InfeasibleError
+    from sim.perf.early_exit import EarlyExitError
     from sim.perf.table import TableError
     from sim.runner import NotImplementedYet
     from sim.workload import WorkloadError
 
-    return (ConfigError, CatalogError, WorkloadError, InfeasibleError, NotImplementedYet, TableError)
+    return (ConfigError, CatalogError, WorkloadError, InfeasibleError, NotImplementedYet, TableError, EarlyExitError)
 
 
 @dataclass

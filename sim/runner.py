@@ -78,8 +78,8 @@ def deployment_of(cfg: ExperimentConfig, scheduler: Scheduler) -> str:
 
 
 def check_implemented(cfg: ExperimentConfig, deployment: str) -> None:
-    if cfg.early_exit is not None:
-        raise NotImplementedYet("early_exit: early-exit decode latency is not implemented yet; remove the section")
+    if cfg.early_exit is not None and cfg.perf.model != "roofline":
+        raise NotImplementedYet("early_exit: works with perf.model roofline only (a measured table has no per-layer split)")
 
 
 def simulate(cfg: ExperimentConfig, base_dir: Path | str = ".", catalog: Catalog | None = None, run_id: str | None = None) -> RunResult:
@@ -107,6 +107,11 @@ def simulate(cfg: ExperimentConfig, base_dir: Path | str = ".", catalog: Catalog
 
     gpus_per_node = cfg.cluster.gpus_per_node or gpu.gpus_per_node
     perf = build_perf(cfg.perf, gpu, base_dir)
+    if cfg.early_exit is not None:
+        from sim.perf.early_exit import build_early_exit
+
+        perf.early_exit = build_early_exit(cfg.early_exit, actor, base_dir)
+        perf.early_exit_model = actor.name
     cluster = Cluster(
         gpu,
         cfg.cluster.nodes,

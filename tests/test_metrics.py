@@ -332,3 +332,20 @@ def test_compare_ratios() -> None:
 def test_compare_ratios_undefined_cases_are_nan() -> None:
     r = compare_ratios(summary(0.0, 1.0, 1.0), summary(0.0, 0.0, 0.0))
     assert all(math.isnan(v) for v in r.values())
+
+
+# ------------------------------------------------------------------------------------- glossary
+
+
+def test_every_reported_quantity_is_in_the_glossary(small) -> None:
+    """docs/metrics.md defines every summary key and every column, so a new one must be documented."""
+    from pathlib import Path
+
+    from sim.results import ACTIVITY_COLUMNS
+
+    glossary = (Path(__file__).resolve().parent.parent / "docs" / "metrics.md").read_text()
+    _, res = small
+    names = [*res.summary, *res.summary["phases"], *ITERATION_COLUMNS, *INSTANCE_COLUMNS, *ACTIVITY_COLUMNS]
+    names += ["compare", "speedup", "cost_reduction", "gpu_s_reduction", "run_id", "status", "error"]
+    undocumented = sorted({n for n in names if f"`{n}`" not in glossary})
+    assert undocumented == []

@@ -55,10 +55,14 @@ class RooflineParams:
 class RooflineReplica:
     """Roofline latency of one model on tp GPUs; decode coefficients cached per batch size."""
 
-    __slots__ = ("model", "gpu", "tp", "params", "_cache", "_c0_per_seq", "_c1", "_m0", "_m1", "_fixed_s", "_ar_bytes_s")
+    __slots__ = (
+        "model", "gpu", "tp", "params", "early_exit", "_cache", "_c0_per_seq", "_c1", "_m0", "_m1", "_fixed_s",
+        "_ar_bytes_s", "_flops", "_bw",
+    )  # fmt: skip
 
-    def __init__(self, model: ModelSpec, gpu: GpuSpec, tp: int, params: RooflineParams):
+    def __init__(self, model: ModelSpec, gpu: GpuSpec, tp: int, params: RooflineParams, early_exit=None):
         self.model, self.gpu, self.tp, self.params = model, gpu, tp, params
+        self.early_exit = early_exit
         self._cache: dict[int, StepCoeffs] = {}
         flops = tp * gpu.bf16_flops * params.mfu_decode
         bw = tp * gpu.hbm_bandwidth_bytes_per_s * params.hbm_efficiency
@@ -66,6 +70,7 @@ class RooflineReplica:
         self._c1 = 4.0 * model.layers * model.heads * model.head_dim / flops
         self._m0 = model.decode_read_bytes / bw
         self._m1 = model.kv_bytes_per_token / bw
+        self._flops, self._bw = flops, bw
         self._fixed_s = params.step_overhead_s + model.layers * params.layer_overhead_s
         # two all-reduces of the hidden state per layer across the tp group (ring: 2*(tp-1)/tp of the bytes)
         if tp > 1:
@@ -77,6 +82,8 @@ class RooflineReplica:
 
     def decode_coeffs(self, batch: int) -> StepCoeffs:
         co = self._cache.get(batch)
+        if co is None and self.early_exit is not None:
+            co = self._cache[batch] = self._early_exit_coeffs(batch)
         if co is None:
             co = StepCoeffs(
                 c0=self._c0_per_seq * batch,
@@ -87,6 +94,24 @@ class RooflineReplica:
             )
             self._cache[batch] = co
         return co
+
+    def _early_exit_coeffs(self, batch: int) -> StepCoeffs:
+        """The step with its layer-proportional parts scaled by the expected deepest exit (sim/perf/early_exit.py)."""
+        m, p = self.model, self.params
+        f = self.early_exit.factors(batch)
+        g, run = f.depth_fraction, f.depth_fraction + f.fill_fraction
+        block_params = m.layer_params * m.layers
+        head_params = float(m.vocab_size * m.hidden_size)
+        bpp = m.bytes_per_param
+        other_read = m.decode_read_bytes - block_params * bpp
+        other_params = m.params - block_params
+        c0 = (2.0 * (other_params + run * block_params) + f.checks * 2.0 * head_params) * batch / self._flops
+        m0 = (other_read + run * block_params * bpp + f.checks * head_params * bpp) / self._bw
+        layers_s = m.layers * p.layer_overhead_s
+        overhead = p.step_overhead_s + layers_s * g + f.checks * p.layer_overhead_s
+        if self.tp > 1:
+            overhead += (2 * m.layers * p.allreduce_latency_s + self._ar_bytes_s * batch) * g
+        return StepCoeffs(c0=c0, c1=self._c1 * g, m0=m0, m1=self._m1 * g, overhead_s=overhead)
 
     def prefill_s(self, new_tokens: float, attention_pairs: float) -> float:
         if new_tokens <= 0:
@@ -103,16 +128,19 @@ class RooflineModel:
 
     name = "roofline"
 
-    def __init__(self, gpu: GpuSpec, params: RooflineParams | None = None):
+    def __init__(self, gpu: GpuSpec, params: RooflineParams | None = None, early_exit=None):
         self.gpu = gpu
         self.params = params or RooflineParams()
+        self.early_exit = early_exit  # applies to the decode steps of `early_exit_model` only (the actor)
+        self.early_exit_model: str | None = None
         self._replicas: dict[tuple[str, int], RooflineReplica] = {}
 
     def replica(self, model: ModelSpec, tp: int) -> RooflineReplica:
         key = (model.name, tp)
         rep = self._replicas.get(key)
         if rep is None:
-            rep = self._replicas[key] = RooflineReplica(model, self.gpu, tp, self.params)
+            ee = self.early_exit if model.name == self.early_exit_model else None
+            rep = self._replicas[key] = RooflineReplica(model, self.gpu, tp, self.params, ee)
         return rep
 
     def _flops(self, model: ModelSpec, tokens: float, attention_pairs: float) -> float:

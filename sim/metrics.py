@@ -147,6 +147,10 @@ def summarize(
         starts[r["iteration"]] = min(starts[r["iteration"]], r["start_s"])
         ends[r["iteration"]] = max(ends[r["iteration"]], r["end_s"])
     iter_s = [ends[i] - starts[i] for i in sorted(ends)]
+    # steady state: the second half of the run's iterations (after cold starts and warm-up of predictors)
+    steady = sorted(ends)[len(ends) // 2 :]
+    steady_cost = [sum(r["cost_usd"] for r in rows if r["iteration"] == i) for i in steady]
+    steady_gpu_s = [sum(r["billed_gpu_s"] for r in rows if r["iteration"] == i) for i in steady]
     gen_counts: dict[str, list[float]] = {"replicas": [], "rollout_tp": []}
     for (_, phase), counts in sorted(rec.counters.items()):
         if phase == "generation":
@@ -156,6 +160,9 @@ def summarize(
     summary = {
         **{k: meta[k] for k in ("name", "run_id", "scheduler", "deployment", "seed", "iterations")},
         "mean_iteration_s": float(np.mean(iter_s)) if iter_s else 0.0,
+        "steady_mean_iteration_s": float(np.mean([ends[i] - starts[i] for i in steady])) if steady else 0.0,
+        "steady_cost_per_iteration_usd": float(np.mean(steady_cost)) if steady else 0.0,
+        "steady_billed_gpu_s_per_iteration": float(np.mean(steady_gpu_s)) if steady else 0.0,
         "total_time_s": total_time,
         "total_cost_usd": cost,
         "billed_gpu_s": billed,
@@ -184,7 +191,21 @@ def summarize(
 
 
 def compare_ratios(this: dict[str, Any], baseline: dict[str, Any]) -> dict[str, float]:
-    """speedup = baseline mean iteration time / this one; reductions relative to the baseline."""
+    """speedup = baseline mean iteration time / this one; reductions relative to the baseline.
+
+    The steady_* ratios use the second half of the iterations only (after cold starts and warm-up).
+    """
+    out = _ratios(this, baseline)
+    if this.get("steady_mean_iteration_s") and baseline.get("steady_mean_iteration_s"):
+        out["steady_speedup"] = baseline["steady_mean_iteration_s"] / this["steady_mean_iteration_s"]
+        if baseline.get("steady_cost_per_iteration_usd"):
+            out["steady_cost_reduction"] = 1.0 - this["steady_cost_per_iteration_usd"] / baseline["steady_cost_per_iteration_usd"]
+        if baseline.get("steady_billed_gpu_s_per_iteration"):
+            out["steady_gpu_s_reduction"] = 1.0 - this["steady_billed_gpu_s_per_iteration"] / baseline["steady_billed_gpu_s_per_iteration"]
+    return out
+
+
+def _ratios(this: dict[str, Any], baseline: dict[str, Any]) -> dict[str, float]:
     return {
         "speedup": baseline["mean_iteration_s"] / this["mean_iteration_s"] if this["mean_iteration_s"] > 0 else float("nan"),
         "cost_reduction": 1.0 - this["total_cost_usd"] / baseline["total_cost_usd"] if baseline["total_cost_usd"] > 0 else float("nan"),

@@ -115,6 +115,7 @@ class ServerlessPlatform:
         self.queue: list[tuple] = []
         self.dram: dict[int, dict[str, float]] = {n: {} for n in range(cluster.nodes)}  # node -> model -> bytes (LRU)
         self.dram_capacity = cluster.gpu.host_memory_bytes * DRAM_CACHE_FRACTION
+        self.keep_alive_s = cfg.keep_alive_s  # a scheduler may retune it (GenerationPlan.keep_alive_s)
         self.failures = 0
         self.prewarms = 0
         self.wakes = 0
@@ -284,7 +285,7 @@ class ServerlessPlatform:
             inst.busy_s += self.env.now - inst.busy_since
             inst.busy_since = None
         inst.on_crash = None
-        keep = self.cfg.keep_alive_s
+        keep = self.keep_alive_s
         if self.cfg.sleep_idle and keep > 0:  # free the GPUs now; the process sleeps in host memory
             self.sleepers.append((inst.role, inst.model, inst.gpus, inst.node, self.env.now + keep))
             self.release(inst)
@@ -302,9 +303,9 @@ class ServerlessPlatform:
         """The scheduler released the instance: its GPUs and billing stop now (it sleeps if the platform lets idle instances sleep)."""
         if inst.state == "released":
             return
-        if self.cfg.sleep_idle and self.cfg.keep_alive_s > 0:
+        if self.cfg.sleep_idle and self.keep_alive_s > 0:
             inst.on_crash = None
-            self.sleepers.append((inst.role, inst.model, inst.gpus, inst.node, self.env.now + self.cfg.keep_alive_s))
+            self.sleepers.append((inst.role, inst.model, inst.gpus, inst.node, self.env.now + self.keep_alive_s))
         self.release(inst)
 
     def _expire(self, inst: Instance, token: int) -> None:

@@ -40,10 +40,13 @@ def _cell(v: Any) -> Any:
     return v
 
 
-def write_run(out_dir: Path, cfg: ExperimentConfig, result: RunResult, report_html: str | None = None) -> Path:
+def write_run(
+    out_dir: Path, cfg: ExperimentConfig, result: RunResult, report_html: str | None = None, config_text: str | None = None
+) -> Path:
     """Write DIR/<name>/<run_id>/ atomically; returns the run directory.
 
-    `report_html` defaults to a report built from the result (sim.report.run_report_html).
+    `report_html` defaults to a report built from the result (sim.report.run_report_html), `config_text`
+    to dump_config(cfg) (a caller that has it already saves the YAML dump).
     """
     if report_html is None:
         from sim.report import run_report_html
@@ -57,7 +60,7 @@ def write_run(out_dir: Path, cfg: ExperimentConfig, result: RunResult, report_ht
     try:
         tmp = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{final.name}.", dir=exp_dir))
         tmp.chmod(0o755)
-        (tmp / "config.yaml").write_text(dump_config(cfg))
+        (tmp / "config.yaml").write_text(config_text if config_text is not None else dump_config(cfg))
         _write_csv(tmp / "iterations.csv", ITERATION_COLUMNS, result.iterations)
         _write_csv(tmp / "instances.csv", INSTANCE_COLUMNS, result.instances)
         _write_csv(tmp / "activities.csv", ACTIVITY_COLUMNS, result.activities)

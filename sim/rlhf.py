@@ -123,6 +123,8 @@ def run_iteration(
     )
     ctx.extras["template_tokens"] = samples.template_tokens
     plan = scheduler.plan_generation(view_at(i), batch)
+    if plan.keep_alive_s is not None and "platform" in ctx.extras:
+        ctx.extras["platform"].keep_alive_s = float(plan.keep_alive_s)
     table = SeqTable(prompt_per_sample.tolist(), resp.tolist(), samples.sample_prompt.tolist())
     gen = GenerationPhase(ctx, i, plan, table, scheduler, lambda: view_at(i))
     start_prewarm(ctx, plan.prewarm)  # after the rollout functions took their GPUs

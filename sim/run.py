@@ -63,9 +63,13 @@ def execute(args: argparse.Namespace) -> Outcome:
     cfg = validate(raw, file)
     check_schedulers(cfg, {}, file)  # the compare names; each run's scheduler and params below
     plan = expand(raw, cfg, file)
-    for run in plan.runs:
-        where = file if not plan.is_sweep else f"{file}: sweep point " + ", ".join(f"{k}={format_value(v)}" for k, v in run.point.items())
-        check_schedulers(run.cfg, {run.run_id: run.cfg}, where)
+    checked = set()
+    for run in plan.runs:  # each distinct scheduler and params once (a sweep repeats them)
+        key = (run.cfg.scheduler.name, format_value(run.cfg.scheduler.params))
+        if key not in checked:
+            checked.add(key)
+            where = file if not plan.is_sweep else f"{file}: sweep point " + ", ".join(f"{k}={format_value(v)}" for k, v in run.point.items())
+            check_schedulers(run.cfg, {run.run_id: run.cfg}, where)
     backend = "ray" if args.ray_address else args.backend
     outcome = run_plan(
         plan, Path(args.out), base_dir=path.resolve().parent, file=file, backend=backend, workers=args.workers,

@@ -46,12 +46,9 @@ class PlannedRun:
 
     run_id: str
     cfg: ExperimentConfig
+    config_text: str  # dump_config(cfg): what config.yaml holds (compared on resume)
     point: dict[str, Any] = field(default_factory=dict)  # swept key -> value, for the keys that apply to this run
     baselines: tuple[str, ...] = ()  # run ids this run is compared against (the point's compare runs)
-
-    @property
-    def config_text(self) -> str:
-        return dump_config(self.cfg)
 
 
 @dataclass(frozen=True)
@@ -147,9 +144,9 @@ def expand(raw: dict[str, Any], cfg: ExperimentConfig, file: str) -> Plan:
             variant = point_cfg.model_copy(update={"scheduler": point_cfg.scheduler.model_copy(update={"name": name, "params": {}})})
             text = dump_config(variant)
             if text not in by_config:
-                new.append(PlannedRun(claim(slug(name, applies.items()) if keys else name, text), variant, applies))
+                new.append(PlannedRun(claim(slug(name, applies.items()) if keys else name, text), variant, text, applies))
             baselines.append(by_config[text])
-        runs.append(PlannedRun(main_id, point_cfg, point, tuple(baselines)))
+        runs.append(PlannedRun(main_id, point_cfg, main_text, point, tuple(baselines)))
         runs.extend(new)
     return Plan(cfg.name, tuple(keys), tuple(runs))
 
@@ -397,7 +394,7 @@ def run_plan(
             ratios = {runs[b].cfg.scheduler.name: compare_ratios(summary, done[b]) for b in r.baselines if b in done}
             if ratios:
                 summary["compare"] = ratios
-            write_run(out, r.cfg, res.result, res.report_html)
+            write_run(out, r.cfg, res.result, res.report_html, config_text=r.config_text)
             done[r.run_id] = json.loads(json.dumps(summary))
             res.result = None  # written: free the memory
 

@@ -219,21 +219,32 @@ BAD_OVERRIDES: dict[str, tuple[list[str], list[str]]] = {
     "bad-scheduler-param": (["scheduler.params.tp=abc"], ["scheduler.params.tp:", "integer", "'abc'"]),
     "unknown-scheduler-param": (["scheduler.params.t=2"], ["scheduler.params.t:", "unknown key", "did you mean 'tp'?"]),
     "memory-infeasible": (["model=llama-3-70b", "scheduler.params.tp=1"], ["GB"]),
-    "not-implemented": (["early_exit.profile=x.json"], ["early_exit", "not implemented yet"]),
+    "missing-exit-profile": (["early_exit.profile=no_such_profile.json"], ["early_exit.profile", "no such file", "no_such_profile.json"]),
+    "unsupported-combination": (
+        ["early_exit.profile=x.json", "perf.model=table", "perf.table=../traces/perf/qwen2.5_vllm_a100_speed.csv"],
+        ["early_exit", "roofline"],
+    ),
     "set-without-equals": (["cluster.nodes"], ["--set 'cluster.nodes'", "dotted.key=value"]),
 }  # fmt: skip
+# the cases run as real subprocesses (the others call sim.run.main in this process: same code, no startup cost)
+SUBPROCESS_CASES = ("unknown-key", "memory-infeasible")
+
+
+def set_args(overrides: list[str]) -> list[str | Path]:
+    args: list[str | Path] = []
+    for item in overrides:
+        args += ["--set", item]
+    return args
 
 
 @pytest.fixture(scope="module")
 def bad_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, subprocess.CompletedProcess[str], list[str]]]:
-    """Every bad-input case, run side by side: id -> (out dir, process, needles)."""
+    """The subprocess bad-input cases, run side by side: id -> (out dir, process, needles)."""
     tmp = tmp_path_factory.mktemp("bad")
     cases: dict[str, tuple[list[str | Path], list[str]]] = {}
-    for key, (overrides, needles) in BAD_OVERRIDES.items():
-        args: list[str | Path] = [QUICKSTART]
-        for item in overrides:
-            args += ["--set", item]
-        cases[key] = (args, [QUICKSTART, *needles])
+    for key in SUBPROCESS_CASES:
+        overrides, needles = BAD_OVERRIDES[key]
+        cases[key] = ([QUICKSTART, *set_args(overrides)], [QUICKSTART, *needles])
     missing = tmp / "nope.yaml"
     cases["missing-file"] = ([missing], [str(missing), "no such file"])
     malformed = tmp / "bad.yaml"
@@ -250,13 +261,28 @@ def bad_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, 
     return {key: (outs[key], procs[key], cases[key][1]) for key in cases}
 
 
-@pytest.mark.parametrize("case", [*BAD_OVERRIDES, "missing-file", "malformed-yaml", "malformed-trace"])
+@pytest.mark.parametrize("case", [*SUBPROCESS_CASES, "missing-file", "malformed-yaml", "malformed-trace"])
 def test_bad_input_exits_2_naming_file_and_field(bad_runs, case: str) -> None:
     out, proc, needles = bad_runs[case]
     assert_bad_input(proc, *needles)
     if case == "memory-infeasible":
         assert "generation" in proc.stderr or "training" in proc.stderr
     assert not out.exists()  # nothing is written for a refused experiment
+
+
+@pytest.mark.parametrize("case", [c for c in BAD_OVERRIDES if c not in SUBPROCESS_CASES])
+def test_bad_input_in_process(
+    case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sim.run import main
+
+    monkeypatch.chdir(ROOT)
+    overrides, needles = BAD_OVERRIDES[case]
+    out = tmp_path / "out"
+    code = main([QUICKSTART, "--out", str(out), "--workers", "1", *map(str, set_args(overrides))])
+    captured = capsys.readouterr()
+    assert_bad_input(subprocess.CompletedProcess([], code, captured.out, captured.err), QUICKSTART, *needles)
+    assert not out.exists()
 
 
 # ------------------------------------------------------------------ exit codes without a subprocess

@@ -162,6 +162,16 @@ def test_iteration_and_phase_times(small) -> None:
     assert close(sum(s["phases"].values()), s["mean_iteration_s"])
 
 
+def test_steady_state_is_the_second_half_of_the_iterations(small) -> None:
+    cfg, res = small
+    s = res.summary
+    steady = range(cfg.iterations // 2, cfg.iterations)
+    per_iter = {i: [r for r in res.iterations if r["iteration"] == i] for i in steady}
+    assert close(s["steady_mean_iteration_s"], np.mean([rows[-1]["end_s"] - rows[0]["start_s"] for rows in per_iter.values()]))
+    assert close(s["steady_cost_per_iteration_usd"], np.mean([sum(r["cost_usd"] for r in rows) for rows in per_iter.values()]))
+    assert close(s["steady_billed_gpu_s_per_iteration"], np.mean([sum(r["billed_gpu_s"] for r in rows) for rows in per_iter.values()]))
+
+
 def test_tokens_generated_are_the_workload_response_tokens(small) -> None:
     cfg, res = small
     # the runner's recipe: one generator from the seed, spawned into (workload, scheduler, platform)
@@ -329,6 +339,21 @@ def test_compare_ratios() -> None:
     assert compare_ratios(this, this) == {"speedup": 1.0, "cost_reduction": 0.0, "gpu_s_reduction": 0.0}
 
 
+def test_compare_ratios_steady_state() -> None:
+    def steady(mean_s: float, cost: float, gpu_s: float) -> dict[str, float]:
+        d = summary(100.0, 10.0, 1000.0)
+        d.update(steady_mean_iteration_s=mean_s, steady_cost_per_iteration_usd=cost, steady_billed_gpu_s_per_iteration=gpu_s)
+        return d
+
+    r = compare_ratios(steady(5.0, 1.0, 30.0), steady(10.0, 4.0, 40.0))
+    assert r["speedup"] == 1.0 and r["cost_reduction"] == 0.0  # whole-run ratios unchanged
+    assert r["steady_speedup"] == pytest.approx(2.0)
+    assert r["steady_cost_reduction"] == pytest.approx(0.75)
+    assert r["steady_gpu_s_reduction"] == pytest.approx(0.25)
+    # no steady state on one side: no steady ratios
+    assert "steady_speedup" not in compare_ratios(steady(5.0, 1.0, 30.0), summary(10.0, 4.0, 40.0))
+
+
 def test_compare_ratios_undefined_cases_are_nan() -> None:
     r = compare_ratios(summary(0.0, 1.0, 1.0), summary(0.0, 0.0, 0.0))
     assert all(math.isnan(v) for v in r.values())
@@ -346,6 +371,7 @@ def test_every_reported_quantity_is_in_the_glossary(small) -> None:
     glossary = (Path(__file__).resolve().parent.parent / "docs" / "metrics.md").read_text()
     _, res = small
     names = [*res.summary, *res.summary["phases"], *ITERATION_COLUMNS, *INSTANCE_COLUMNS, *ACTIVITY_COLUMNS]
-    names += ["compare", "speedup", "cost_reduction", "gpu_s_reduction", "run_id", "status", "error"]
+    names += ["compare", "run_id", "status", "error"]
+    names += list(compare_ratios(res.summary, res.summary))
     undocumented = sorted({n for n in names if f"`{n}`" not in glossary})
     assert undocumented == []

@@ -133,6 +133,13 @@ class TokenStats:
     def n_layers(self) -> int:
         return int(self.top1.shape[1])
 
+    def select(self, mask: np.ndarray) -> TokenStats:
+        """The statistics of a subset of positions (boolean mask or index array)."""
+        fields = ("top1", "max_prob", "margin", "sim_centered", "sim_prob", "sim_raw", "kl")
+        kw: dict[str, Any] = {f: getattr(self, f)[mask] for f in fields}
+        kw["targets"] = None if self.targets is None else self.targets[mask]
+        return TokenStats(**kw)
+
     @staticmethod
     def concatenate(parts: Sequence[TokenStats]) -> TokenStats:
         if not parts:

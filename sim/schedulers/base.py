@@ -125,6 +125,8 @@ class GenerationPlan:
     dedup_scope: Literal["prompt", "template"] = "prompt"
     #: functions to start now for later phases (serverless only; ignored when serverful)
     prewarm: tuple["Prewarm", ...] = ()
+    #: serverless only: keep idle functions of this run warm this long from now on (None: platform default)
+    keep_alive_s: float | None = None
 
 
 @dataclass(frozen=True)

@@ -79,6 +79,10 @@ class RLHFlessParams(BaseModel):
     # pre-warm functions from the invocation history (rlhfless.md section 5): start the next phases'
     # functions on GPUs the current phase leaves free, so that they are warm when needed
     prewarm: bool = True
+    # keep idle functions alive for the shortest step seen so far plus a buffer (rlhfless.md section 5:
+    # "shortest step time plus a buffer"; the buffer is not published: assumption)
+    keep_alive_from_history: bool = True
+    keep_alive_buffer_s: float = Field(30.0, ge=0)
 
     @model_validator(mode="after")
     def _range(self) -> "RLHFlessParams":
@@ -167,6 +171,7 @@ class RLHFless(Scheduler):
         self.last_scores: dict[int, float] = {}
         self.last_n = 0
         self._rest = (0.0, 0.0)  # (seconds, GPU-seconds) of the last iteration's other phases
+        self._shortest_step_s: float | None = None
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -266,9 +271,12 @@ class RLHFless(Scheduler):
             prewarm = tuple(Prewarm(r, slots) for r, slots in layout) + tuple(
                 Prewarm(f"{m}_trainer", train) for m in (("critic", "actor") if view.algorithm == "ppo" else ("actor",))
             )
+        keep = None
+        if p.keep_alive_from_history and self._shortest_step_s is not None:
+            keep = self._shortest_step_s + p.keep_alive_buffer_s
         return GenerationPlan(
             replicas=tuple(specs), assignment=assignment, prefix_dedup=p.dedup_prefill, prefill=prefill,
-            dedup_scope=p.dedup_scope, prewarm=prewarm,
+            dedup_scope=p.dedup_scope, prewarm=prewarm, keep_alive_s=keep,
         )  # fmt: skip
 
     def _roles(self, view: ClusterView) -> tuple[str, ...]:
@@ -358,6 +366,8 @@ class RLHFless(Scheduler):
 
     def on_iteration_end(self, stats: IterationStats) -> None:
         rest_s = sum(v for k, v in stats.phase_s.items() if k != "generation")
+        if self._shortest_step_s is None or stats.duration_s < self._shortest_step_s:
+            self._shortest_step_s = stats.duration_s
         self._rest = (rest_s, rest_s * self._gpus_last)
         self.predictor.update(stats.prompt_ids, stats.sample_prompt, stats.response_tokens.astype(np.float64))
 

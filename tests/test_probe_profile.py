@@ -1,0 +1,286 @@
+"""Early-exit probe: the torch-free parts (profile loader, exact formula, metrics, no-torch CLI)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sim.probe.metrics import (
+    TokenStats,
+    build_profile,
+    eas_score,
+    exit_cdf,
+    stable_exit_layers,
+    threshold_exit_layers,
+)
+from sim.probe.profile import (
+    ExitProfile,
+    ProfileError,
+    expected_max_depth_fraction,
+    load_profile,
+    profile_from_dict,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = ROOT / "traces" / "exit_profiles" / "smollm2-135m-instruct.json"
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return env
+
+
+def _random_stats(rng: np.random.Generator, n: int = 400, n_layers: int = 8, vocab: int = 5) -> TokenStats:
+    top1 = rng.integers(0, vocab, size=(n, n_layers))
+    # make later layers agree with the final one more often
+    for layer in range(n_layers - 1):
+        settle = rng.random(n) < (layer + 1) / n_layers
+        top1[settle, layer] = top1[settle, -1]
+    max_prob = np.sort(rng.random((n, n_layers)), axis=1)
+    margin = max_prob * rng.random((n, n_layers))
+    sims = np.sort(rng.uniform(-0.2, 1.0, size=(n, n_layers)), axis=1)
+    sims[:, -1] = 1.0
+    kl = np.sort(rng.exponential(3.0, size=(n, n_layers)), axis=1)[:, ::-1].copy()
+    kl[:, -1] = 0.0
+    return TokenStats(top1=top1, max_prob=max_prob, margin=margin, sim_centered=sims,
+                      sim_prob=sims * 0.8, sim_raw=sims - 0.3, kl=kl, targets=top1[:, -1].copy())
+
+
+@pytest.fixture(scope="module")
+def profile_doc() -> dict:
+    stats = _random_stats(np.random.default_rng(0))
+    return build_profile(stats, model="toy", text="toy-text", n_tokens=stats.n_positions + 1,
+                         settings={"window": 16, "stride": 8})
+
+
+# --------------------------------------------------------------------------- formula
+
+
+def test_expected_max_depth_matches_monte_carlo():
+    rng = np.random.default_rng(1)
+    n_layers = 12
+    pmf = rng.dirichlet(np.ones(n_layers) * 0.7)
+    cdf = np.cumsum(pmf)
+    cdf[-1] = 1.0
+    for batch in (1, 2, 4, 8, 32):
+        draws = rng.choice(np.arange(1, n_layers + 1), size=(100_000, batch), p=pmf)
+        mc = draws.max(axis=1).mean() / n_layers
+        exact = expected_max_depth_fraction(cdf, batch)
+        assert exact == pytest.approx(mc, abs=4e-3), batch
+    assert expected_max_depth_fraction(cdf, 1) == pytest.approx(float(np.arange(1, n_layers + 1) @ pmf) / n_layers)
+
+
+def test_expected_max_depth_edge_cases():
+    assert expected_max_depth_fraction([1.0, 1.0, 1.0, 1.0], 7) == pytest.approx(0.25)  # all exit at layer 1
+    assert expected_max_depth_fraction([0.0, 0.0, 1.0], 1) == pytest.approx(1.0)
+    assert expected_max_depth_fraction([0.5, 1.0], 1000) == pytest.approx(1.0)
+    for bad_batch in (0, -1, 1.5, True):
+        with pytest.raises(ValueError):
+            expected_max_depth_fraction([0.5, 1.0], bad_batch)
+    for bad_cdf in ([0.5, 0.9], [0.6, 0.4, 1.0], [], [[0.5, 1.0]], [0.2, float("nan"), 1.0], [1.2, 1.0]):
+        with pytest.raises(ValueError):
+            expected_max_depth_fraction(bad_cdf, 2)
+    # increasing in the batch size, bounded by 1
+    cdf = [0.1, 0.3, 0.6, 1.0]
+    values = [expected_max_depth_fraction(cdf, b) for b in (1, 2, 4, 8, 16)]
+    assert all(a < b for a, b in zip(values, values[1:])) and values[-1] <= 1.0
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def test_stable_and_threshold_exit_layers():
+    top1 = np.array([
+        [1, 1, 1, 1],  # settled from layer 1
+        [2, 1, 1, 1],  # layer 2
+        [1, 2, 1, 1],  # layer 3 (agrees at 1, not stable)
+        [1, 1, 2, 1],  # layer 4
+    ])
+    assert stable_exit_layers(top1).tolist() == [1, 2, 3, 4]
+    assert exit_cdf(stable_exit_layers(top1), 4).tolist() == [0.25, 0.5, 0.75, 1.0]
+    measure = np.array([[0.9, 0.9, 0.9, 0.1], [0.1, 0.6, 0.9, 0.2], [0.1, 0.1, 0.1, 0.1]])
+    assert threshold_exit_layers(measure, 0.5).tolist() == [1, 2, 4]
+    assert threshold_exit_layers(measure, 0.95).tolist() == [4, 4, 4]
+
+
+def test_eas_definition():
+    # S = 1 everywhere: EAS = mean of sqrt(w_l); last layer contributes 0; negative S clipped to 0
+    n_layers = 4
+    expected = np.mean(np.sqrt([(n_layers - l) / n_layers for l in range(1, n_layers + 1)]))
+    assert eas_score([1, 1, 1, 1]) == pytest.approx(expected)
+    assert eas_score([-0.5, -0.1, 0.0, 1.0]) == 0.0
+    assert eas_score([0.25, 0.25, 0.25, 1.0], alpha=0.5) == pytest.approx(0.5 * np.mean(np.sqrt([0.75, 0.5, 0.25])) * 3 / 4)
+
+
+def test_build_profile_round_trip(tmp_path, profile_doc):
+    doc = profile_doc
+    n_layers = doc["n_layers"]
+    assert doc["synthetic"] is False
+    for key in ("top1_agreement", "similarity", "kl"):
+        assert len(doc["per_layer"][key]) == n_layers
+    assert doc["per_layer"]["top1_agreement"][-1] == 1.0
+    cdf = np.array(doc["stable_exit_cdf"])
+    assert np.all(np.diff(cdf) >= 0) and cdf[-1] == 1.0
+    for measure in ("max_prob", "margin"):
+        for entry in doc["threshold_exits"][measure].values():
+            c = np.array(entry["cdf"])
+            assert np.all(np.diff(c) >= 0) and c[-1] == 1.0 and 0.0 <= entry["error_rate"] <= 1.0
+    assert set(doc["alt_similarity"]) == {"softmax_prob_cosine", "raw_logit_cosine"}
+    assert doc["definitions"]["similarity"].startswith("per_layer.similarity")
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(doc))
+    prof = load_profile(path)
+    assert isinstance(prof, ExitProfile)
+    assert prof.n_layers == n_layers and prof.path == str(path)
+    assert prof.expected_max_depth[1] == pytest.approx(prof.mean_stable_exit_fraction)
+    assert prof.expected_max_depth_fraction(3) == pytest.approx(expected_max_depth_fraction(cdf, 3))
+    assert prof.stable_exit_pmf().sum() == pytest.approx(1.0)
+    layers = prof.sample_stable_exit_layers(np.random.default_rng(0), 20_000)
+    assert layers.min() >= 1 and layers.max() <= n_layers
+    assert layers.mean() / n_layers == pytest.approx(prof.mean_stable_exit_fraction, abs=0.02)
+    with pytest.raises(ValueError):
+        prof.stable_exit_cdf[0] = 0.5  # read-only
+    thr = prof.threshold_exits["margin"][0.5]
+    assert 0 < thr.mean_exit_fraction <= 1
+
+
+def _mutated(doc: dict, edit) -> dict:
+    new = copy.deepcopy(doc)
+    edit(new)
+    return new
+
+
+@pytest.mark.parametrize(
+    ("edit", "key"),
+    [
+        (lambda d: d.pop("eas"), "eas"),
+        (lambda d: d.__setitem__("n_layers", 7), "per_layer.top1_agreement"),
+        (lambda d: d.__setitem__("n_layers", "8"), "n_layers"),
+        (lambda d: d.__setitem__("synthetic", "no"), "synthetic"),
+        (lambda d: d["per_layer"].__setitem__("kl", d["per_layer"]["kl"][:-1]), "per_layer.kl"),
+        (lambda d: d["stable_exit_cdf"].__setitem__(-1, 0.99), "stable_exit_cdf"),
+        (lambda d: d["stable_exit_cdf"].__setitem__(1, 1.0), "stable_exit_cdf"),  # breaks monotonicity or consistency
+        (lambda d: d["stable_exit_cdf"].append(1.0), "stable_exit_cdf"),
+        (lambda d: d["threshold_exits"].pop("margin"), "threshold_exits.margin"),
+        (lambda d: d["threshold_exits"]["max_prob"]["0.5"]["cdf"].__setitem__(-1, 0.5), "threshold_exits.max_prob.0.5.cdf"),
+        (lambda d: d["threshold_exits"]["max_prob"]["0.5"].__setitem__("error_rate", 1.5), "threshold_exits.max_prob.0.5.error_rate"),
+        (lambda d: d.__setitem__("mean_stable_exit_fraction", 0.123), "mean_stable_exit_fraction"),
+        (lambda d: d["expected_max_depth_fraction"].__setitem__("2", 0.01), "expected_max_depth_fraction.2"),
+        (lambda d: d["expected_max_depth_fraction"].__setitem__("x", 0.5), "expected_max_depth_fraction.x"),
+        (lambda d: d.__setitem__("eas", 1.5), "eas"),
+    ],
+)
+def test_load_profile_errors_name_file_and_key(tmp_path, profile_doc, edit, key):
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(_mutated(profile_doc, edit)))
+    with pytest.raises(ProfileError) as info:
+        load_profile(path)
+    msg = str(info.value)
+    assert str(path) in msg
+    if key == "stable_exit_cdf":
+        assert "stable_exit_cdf" in msg or "mean_stable_exit_fraction" in msg
+    else:
+        assert key in msg
+
+
+def test_load_profile_file_errors(tmp_path):
+    with pytest.raises(ProfileError, match="no such profile file"):
+        load_profile(tmp_path / "missing.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(ProfileError, match="not valid JSON"):
+        load_profile(bad)
+    bad.write_text("[1, 2]")
+    with pytest.raises(ProfileError, match="top level"):
+        load_profile(bad)
+    with pytest.raises(ProfileError, match="missing key"):
+        profile_from_dict({"model": "x"}, source="inline")
+
+
+def test_shipped_smollm2_profile():
+    prof = load_profile(SHIPPED)
+    assert prof.synthetic is False
+    assert prof.n_layers == 30
+    assert prof.model.startswith("SmolLM2-135M-Instruct")
+    assert prof.text == "us_declaration_of_independence"
+    assert prof.n_tokens >= 1000
+    assert set(prof.threshold_exits) >= {"max_prob", "margin"}
+    assert 0.0 < prof.eas < 1.0
+    for b in (1, 2, 4, 8, 16, 32, 64):
+        assert prof.expected_max_depth[b] == pytest.approx(prof.expected_max_depth_fraction(b))
+    # the modern-model picture: predictions settle late, batches wait for the slowest token
+    assert prof.mean_stable_exit_fraction > 0.7
+    assert prof.expected_max_depth[8] > prof.expected_max_depth[1]
+
+
+# --------------------------------------------------------------------------- without torch
+
+_BLOCKER = """
+import sys
+class _Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('torch', 'transformers', 'accelerate', 'gguf'):
+            raise ImportError('blocked import of ' + name)
+        return None
+sys.meta_path.insert(0, _Block())
+"""
+
+
+def test_sim_never_imports_torch():
+    code = _BLOCKER + """
+import importlib, pkgutil
+import sim, sim.probe, sim.probe.profile, sim.probe.metrics, sim.probe.models, sim.probe.cli
+from sim.probe import load_profile, expected_max_depth_fraction
+from sim.probe.models import find_smollm2_gguf
+find_smollm2_gguf()
+skip = {'sim.probe.lens', 'sim.probe.__main__'}  # lens is the torch half; __main__ runs the CLI
+bad = []
+for info in pkgutil.walk_packages(sim.__path__, 'sim.'):
+    if info.name in skip:
+        continue
+    try:
+        importlib.import_module(info.name)
+    except ImportError as exc:
+        if 'blocked import' in str(exc):
+            bad.append((info.name, str(exc)))
+    except Exception:
+        pass  # other modules' own problems are their tests' business
+assert not bad, bad
+assert not any(m.split('.')[0] in ('torch', 'transformers') for m in sys.modules), 'torch imported'
+print('ok')
+"""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "ok"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["--model", "smollm2", "--text", "traces/texts/us_declaration_of_independence.txt"],
+    ],
+)
+def test_cli_without_torch_prints_install_hint(argv):
+    code = "import sys\nsys.modules['torch'] = None\nimport runpy\nsys.argv = ['sim.probe', *%r]\nrunpy.run_module('sim.probe', run_name='__main__')\n" % (argv,)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=120)
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1, res.stderr
+    assert "pip install" in lines[0] and "probe" in lines[0]
+    assert "Traceback" not in res.stderr
+
+
+def test_cli_help_without_torch():
+    code = "import sys\nsys.modules['torch'] = None\nfrom sim.probe.cli import main\nsys.exit(main(['--help']))\n"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=120)
+    assert res.returncode == 0
+    assert "--token-ids" in res.stdout and "--window" in res.stdout

@@ -1,0 +1,473 @@
+"""Schedulers end to end through `simulate`: prefix dedup accounting, cut-and-migrate conservation, placement,
+run-wide invariants for every built-in scheduler, and cost orderings on a long-tailed GRPO workload.
+
+Unit tests of the RLHFless mechanisms (predictor, assignment, cut decisions, scaling) are in
+tests/test_rlhfless.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import itertools
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import sim.runner
+from sim.catalog import load_catalog
+from sim.config import validate
+from sim.runner import simulate
+from sim.runtime import Recorder
+from sim.schedulers import base as sched_base
+from sim.schedulers.rlhfless import RLHFless
+from sim.schedulers.serverless import Serverless
+from sim.workload import make_workload
+
+CAT = load_catalog()
+SCHEDULERS = ["verl", "serverless", "rlhfless", "oracle", "rlhfuse"]
+
+
+def config(raw_over: dict | None = None, **over):
+    raw = {
+        "name": "s",
+        "seed": 0,
+        "iterations": 1,
+        "model": "qwen2.5-0.5b",
+        "workload": {"dataset": "gsm8k", "prompts_per_iteration": 8, "samples_per_prompt": 4, "max_response_tokens": 256},
+        "cluster": {"nodes": 1, "gpus_per_node": 4, "gpu": "L40S"},
+        "platform": {"kind": "serverless", "keep_alive_s": 0.0},
+        "scheduler": {"name": "rlhfless"},
+    }
+    raw.update(raw_over or {})
+    for key, value in over.items():
+        node = raw
+        parts = key.split("__")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+    return validate(raw, "test")
+
+
+def write_trace(path: Path, prompts: list[int], responses: list[list[int]], iterations: int = 1) -> Path:
+    lines = ["iteration,prompt_id,sample_id,prompt_tokens,response_tokens"]
+    for it in range(iterations):
+        for pid, (p, rs) in enumerate(zip(prompts, responses)):
+            for sid, r in enumerate(rs):
+                lines.append(f"{it},{pid},{sid},{p},{r}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture
+def recorders(monkeypatch):
+    """Capture each run's Recorder: its counters (e.g. prefill_tokens_saved) are not in RunResult."""
+    seen: list[Recorder] = []
+
+    class Capturing(Recorder):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            seen.append(self)
+
+    monkeypatch.setattr(sim.runner, "Recorder", Capturing)
+    return seen
+
+
+def gen_counter(rec: Recorder, key: str) -> float | None:
+    vals = [c[key] for (_, phase), c in rec.counters.items() if phase == "generation" and key in c]
+    return sum(vals) if vals else None
+
+
+# ------------------------------------------------------------------------------------------- test schedulers
+class Straddle(RLHFless):
+    """RLHFless with samples dealt round-robin by *sample*, so every GRPO group straddles the decode actors."""
+
+    name = "test-straddle"
+
+    def plan_generation(self, view, batch):
+        plan = super().plan_generation(view, batch)
+        k = len(plan.replicas)
+        return dataclasses.replace(plan, assignment=np.arange(batch.num_samples) % k)
+
+
+class OneBusy(Serverless):
+    """The serverless baseline with every sample on replica 0: the other replicas get no work."""
+
+    name = "test-one-busy"
+
+    def plan_generation(self, view, batch):
+        plan = super().plan_generation(view, batch)
+        return dataclasses.replace(plan, assignment=np.zeros(batch.num_samples, dtype=np.int64))
+
+
+@pytest.fixture
+def test_schedulers(monkeypatch):
+    for cls in (Straddle, OneBusy):
+        monkeypatch.setitem(sched_base._REGISTRY, cls.name, cls)
+
+
+# ------------------------------------------------------------------------------------------- 1. prefix dedup
+FIXED = dict(actor_scaling=False, n_max=2, prompt_assignment=False, cut_and_migrate=False, prewarm=False, keep_alive_from_history=False)
+PROMPTS = [100, 200, 300, 400]  # 4 prompts x 4 samples, template 0 (a trace carries no template)
+
+
+def dedup_run(tmp_path, recorders, name: str, dedup: bool, scope: str = "prompt"):
+    trace = write_trace(tmp_path / "t.csv", PROMPTS, [[50, 60, 70, 80]] * 4)
+    cfg = config(
+        workload={"trace": str(trace), "samples_per_prompt": 4, "max_response_tokens": 256},
+        scheduler={"name": name, "params": {**FIXED, "dedup_prefill": dedup, "dedup_scope": scope}},
+    )
+    result = simulate(cfg)
+    return result, recorders[-1]
+
+
+@pytest.mark.parametrize("dedup, scope", [(False, "prompt"), (True, "prompt"), (True, "template")])
+def test_groups_kept_together_already_share_their_prompt_so_dedup_saves_nothing_without_a_template(tmp_path, recorders, dedup, scope):
+    """rlhfless assigns whole prompts to actors: each distinct prompt is prefilled exactly once either way."""
+    result, rec = dedup_run(tmp_path, recorders, "rlhfless", dedup, scope)
+    assert result.summary["rollout_replicas"] == 2
+    assert result.summary["prefill_tokens"] == sum(PROMPTS)  # 1000
+    saved = gen_counter(rec, "prefill_tokens_saved")
+    assert saved is None if not dedup else saved == 0
+    prefill_acts = [a for a in result.activities if a["role"] == "prefill"]
+    assert bool(prefill_acts) == (dedup and scope == "prompt")  # template scope with a 0-token template: no work
+
+
+@pytest.mark.parametrize(
+    "dedup, scope, prefill, saved",
+    [
+        (False, "prompt", 2 * 1000, None),  # both actors prefill all 4 prompts
+        (True, "prompt", 1000, 1000),  # the prefill actor computes each prompt once, decode actors nothing
+        (True, "template", 2 * 1000, 0),  # template of 0 tokens: nothing shared
+    ],
+)
+def test_dedup_saves_exactly_the_prompt_copies_of_straddling_groups(tmp_path, recorders, test_schedulers, dedup, scope, prefill, saved):
+    result, rec = dedup_run(tmp_path, recorders, "test-straddle", dedup, scope)
+    assert result.summary["rollout_replicas"] == 2
+    assert result.summary["prefill_tokens"] == prefill
+    assert gen_counter(rec, "prefill_tokens_saved") == saved
+    np.testing.assert_array_equal(result.generated[0], np.array([50, 60, 70, 80] * 4))
+
+
+# a dataset with no randomness: 8 prompts of template 50 + question 30 = 80 tokens, responses of 20
+FLAT = {
+    "num_prompts": 8, "template_tokens": 50, "suffix_tokens": 0,
+    "prompt_tokens": {"median": 30, "sigma": 0.0},
+    "response_tokens": {"median": 20, "sigma_prompt": 0.0, "sigma_epoch": 0.0, "sigma_sample": 0.0},
+}  # fmt: skip
+D, P, T = 8, 80, 50
+TEMPLATE_BUG = pytest.mark.xfail(
+    strict=True,
+    reason="bug: sim/generation.py GenerationPhase._dedup_prefill, scope 'prompt': tokens = min(template, "
+    "distinct.min(initial=0)) + sum(prompt - template); min(..., initial=0) is always 0, so the shared template is "
+    "never charged to the prefill actor: prefill_tokens = D*(P-T) = 240 instead of T + D*(P-T) = 290, and "
+    "prefill_tokens_saved is overstated by T (400 instead of 350)",
+)
+
+
+@pytest.mark.parametrize(
+    "name, dedup, scope, prefill, saved",
+    [
+        # whole groups per actor: only the template is recomputed per prompt without dedup
+        ("rlhfless", False, "prompt", D * P, None),
+        pytest.param("rlhfless", True, "prompt", T + D * (P - T), (D - 1) * T, marks=TEMPLATE_BUG),
+        ("rlhfless", True, "template", T + D * (P - T), (D - 1) * T),
+        # groups straddle both actors: every prompt twice without dedup
+        ("test-straddle", False, "prompt", 2 * D * P, None),
+        pytest.param("test-straddle", True, "prompt", T + D * (P - T), 2 * D * P - (T + D * (P - T)), marks=TEMPLATE_BUG),
+        ("test-straddle", True, "template", T + 2 * D * (P - T), 2 * D * P - (T + 2 * D * (P - T))),
+    ],
+)
+def test_dedup_prefill_tokens_with_a_shared_template_by_hand(recorders, test_schedulers, name, dedup, scope, prefill, saved):
+    cfg = config(
+        workload={"dataset": FLAT, "prompts_per_iteration": D, "samples_per_prompt": 2, "max_response_tokens": 64},
+        scheduler={"name": name, "params": {**FIXED, "dedup_prefill": dedup, "dedup_scope": scope}},
+    )
+    result = simulate(cfg)
+    assert result.summary["rollout_replicas"] == 2
+    assert result.summary["prefill_tokens"] == prefill
+    assert gen_counter(recorders[-1], "prefill_tokens_saved") == saved
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: the template is never charged in dedup scope 'prompt' (see TEMPLATE_BUG): gsm8k 8 prompts, "
+    "template 25 -> prefill_tokens_saved 200 = 8 x 25 instead of 175 = 7 x 25",
+)
+def test_dedup_on_a_sampled_dataset_saves_one_template_per_extra_prompt(recorders):
+    """gsm8k (template 25 tokens), prompt lengths drawn at random: the saving is (distinct prompts - 1) x template."""
+    cfg = config(scheduler={"name": "rlhfless", "params": {**FIXED, "n_max": 3}}, iterations=2)
+    result = simulate(cfg)
+    workload = make_workload(cfg.workload, CAT.dataset("gsm8k"), None, np.random.default_rng(cfg.seed).spawn(3)[0], Path("."))
+    template = CAT.dataset("gsm8k")["template_tokens"]
+    saved_by_iteration = {it: c.get("prefill_tokens_saved") for (it, phase), c in recorders[-1].counters.items() if phase == "generation"}
+    for i in range(2):
+        s = workload.iteration(i)
+        distinct = len(np.unique(s.prompt_ids))
+        assert saved_by_iteration[i] == (distinct - 1) * template
+        row = next(r for r in result.iterations if r["iteration"] == i and r["phase"] == "generation")
+        assert row["prefill_tokens"] == int(s.prompt_tokens.sum()) - (distinct - 1) * template
+
+
+def test_prefill_tokens_saved_is_not_reachable_from_run_result():
+    """Gap (documented, not a bug): the saving is only in the recorder's counters, not in summary/iterations."""
+    result = simulate(config(scheduler={"name": "rlhfless", "params": FIXED}))
+    assert "prefill_tokens_saved" not in result.summary
+    assert all("prefill_tokens_saved" not in row for row in result.iterations)
+
+
+# ------------------------------------------------------------------------------------------- 3. cut-and-migrate
+def cut_config(cut: bool, tau: float = 0.3):
+    return config(
+        workload={"dataset": "livecodebench", "prompts_per_iteration": 16, "samples_per_prompt": 4, "max_response_tokens": 1024, "dataset_prompts": 16},
+        iterations=2,
+        scheduler={"name": "rlhfless", "params": {"cut_and_migrate": cut, "tau": tau, "actor_scaling": False, "n_max": 3}},
+    )
+
+
+def test_cut_and_migrate_moves_samples_but_generates_each_exactly_once_with_its_full_length():
+    cut = simulate(cut_config(True))
+    plain = simulate(cut_config(False))
+    assert cut.summary["migrations"] > 0
+    assert plain.summary["migrations"] == 0
+    assert len(cut.generated) == len(plain.generated) == 2
+    for a, b, fin in zip(cut.generated, plain.generated, cut.completion_s):
+        np.testing.assert_array_equal(a, b)
+        assert np.all(np.isfinite(fin))
+    assert cut.summary["tokens_generated"] == plain.summary["tokens_generated"] == int(sum(g.sum() for g in plain.generated))
+
+
+# ------------------------------------------------------------------------------------------- 5. placement
+def test_prefill_actor_and_actor_zero_run_on_the_learners_node():
+    cfg = config(
+        cluster={"nodes": 2, "gpus_per_node": 4, "gpu": "L40S"},
+        scheduler={"name": "rlhfless", "params": {"actor_scaling": False, "n_max": 5, "prewarm": False}},
+    )
+    result = simulate(cfg)
+    prefill = [r for r in result.instances if r["role"] == "prefill"]
+    rollout = [r for r in result.instances if r["role"] == "rollout"]
+    assert prefill and all(r["node"] == 0 for r in prefill)
+    assert rollout[0]["instance_id"] == "rollout-0" and rollout[0]["node"] == 0
+    trainers = [r for r in result.instances if r["role"] == "actor_trainer"]
+    assert 0 in {r["node"] for r in trainers}  # the learner's node
+
+
+# ------------------------------------------------------------------------------------------- 6. invariants
+def overlapping_activities(activities: list[dict]) -> list[tuple]:
+    """Pairs of activity records that use one GPU at the same time. None may: every kind the code records
+    (rollout, prefill, inference roles, training, weight_sync, fused_inference) holds its GPUs exclusively."""
+    by_slot = defaultdict(list)
+    for a in activities:
+        for s in a["slots"].split(";"):
+            by_slot[s].append(a)
+    out = []
+    for s, acts in by_slot.items():
+        for x, y in itertools.combinations(acts, 2):
+            if min(x["end_s"], y["end_s"]) - max(x["start_s"], y["start_s"]) > 1e-9:
+                out.append((s, x, y))
+    return out
+
+
+def overbooked_nodes(instances: list[dict], gpus_per_node: int) -> list[tuple]:
+    """Times at which instances placed on one node hold more GPUs than it has."""
+    events = defaultdict(list)
+    for r in instances:
+        events[r["node"]].append((r["requested_s"] + r["queued_s"], r["gpus"]))
+        events[r["node"]].append((r["released_s"], -r["gpus"]))
+    bad = []
+    for node, ev in events.items():
+        held = 0
+        for t, d in sorted(ev, key=lambda e: (e[0], e[1])):  # releases first at equal times
+            held += d
+            if held > gpus_per_node:
+                bad.append((node, t, held))
+    return bad
+
+
+def check_invariants(result, cfg, expected_generated: list[np.ndarray]) -> None:
+    assert len(result.generated) == cfg.iterations
+    for gen, ref, fin in zip(result.generated, expected_generated, result.completion_s):
+        np.testing.assert_array_equal(gen, ref)
+        assert np.all(np.isfinite(fin))
+    assert result.summary["tokens_generated"] == int(sum(g.sum() for g in expected_generated))
+    assert overlapping_activities(result.activities) == []
+    gpn = cfg.cluster.gpus_per_node
+    slots = {f"n{n}g{g}" for n in range(cfg.cluster.nodes) for g in range(gpn)}
+    for a in result.activities:
+        assert set(a["slots"].split(";")) <= slots
+        assert 0.0 <= a["start_s"] <= a["end_s"] <= result.summary["total_time_s"] + 1e-9
+    assert overbooked_nodes(result.instances, gpn) == []
+    for row in result.instances:
+        assert row["billed_s"] >= row["busy_s"] - 1e-9
+    assert result.summary["billed_gpu_s"] >= result.summary["busy_gpu_s"] - 1e-6
+
+
+def workload_lengths(cfg) -> tuple[np.ndarray, ...]:
+    ds = cfg.workload.dataset
+    dataset = CAT.dataset(ds) if isinstance(ds, str) else ds
+    workload = make_workload(cfg.workload, dataset, None, np.random.default_rng(cfg.seed).spawn(3)[0], Path("."))
+    return tuple(workload.iteration(i).response_tokens for i in range(cfg.iterations))
+
+
+run_params = st.fixed_dictionaries(
+    {
+        "seed": st.integers(0, 1000),
+        "prompts": st.integers(1, 10),
+        "group": st.integers(1, 5),
+        "nodes": st.integers(1, 2),
+        "gpus": st.sampled_from([2, 4]),  # rlhfless needs 2 GPUs per node (see test_rlhfless: 1-GPU bug)
+        "dataset": st.sampled_from(["gsm8k", "math", "livecodebench"]),
+        "max_response": st.sampled_from([64, 512, 1024]),
+        "sleep": st.booleans(),
+        "keep_alive": st.sampled_from([0.0, 20.0, 120.0]),
+        "max_num_seqs": st.sampled_from([3, 1024]),
+        "tau": st.sampled_from([0.3, 0.7, 1.0]),
+    }
+)
+
+
+def invariant_config(name: str, p: dict):
+    params = {"tau": p["tau"]} if name in ("rlhfless", "oracle") else {}
+    return config(
+        seed=p["seed"],
+        iterations=2,
+        workload={"dataset": p["dataset"], "prompts_per_iteration": p["prompts"], "samples_per_prompt": p["group"],
+                  "max_response_tokens": p["max_response"], "dataset_prompts": p["prompts"]},
+        cluster={"nodes": p["nodes"], "gpus_per_node": p["gpus"], "gpu": "L40S"},
+        platform={"kind": "serverless", "keep_alive_s": p["keep_alive"], "sleep_idle": p["sleep"]},
+        engine={"max_num_seqs": p["max_num_seqs"]},
+        scheduler={"name": name, "params": params},
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("name", SCHEDULERS)
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(p=run_params)
+def test_every_sample_once_no_gpu_double_booked_billed_at_least_busy(name, p):
+    cfg = invariant_config(name, p)
+    expected = workload_lengths(cfg)
+    result = simulate(cfg)
+    check_invariants(result, cfg, list(expected))
+    verl = simulate(invariant_config("verl", p))  # the workload does not depend on the scheduler
+    for a, b in zip(result.generated, verl.generated):
+        np.testing.assert_array_equal(a, b)
+
+
+CRASHY = {
+    # scheduler: (seed, model, dataset, prompts, group, max_response, sleep_idle, mtbf_s), on 2 nodes x 4 L40S
+    "serverless": (23, "qwen2.5-7b", "gsm8k", 3, 5, 1024, True, 30.0),
+    "rlhfless": (6, "qwen2.5-0.5b", "math", 15, 1, 128, False, 10.0),
+}
+
+
+@pytest.mark.parametrize("name", list(CRASHY))
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: sim/rlhf.py _train_model: when the second part of a 2-node trainer crashes while the first part's "
+    "replacement is still cold-starting, the retry calls get(0) again (the pending instance is leaked and held "
+    "until shutdown), and an instance that crashes after its acquire fired but before all parts are granted has "
+    "no crash handler, so training runs on a released instance whose GPUs the platform has given to the other "
+    "part: two 'training/actor' records on the same GPUs at the same time (e.g. serverless, seed 23, "
+    "qwen2.5-7b: slots 'n1g0;n1g1;n1g2;n1g3;n1g0;n1g1;n1g2;n1g3' at 515.1-516.7 s)",
+)
+def test_instance_crashes_during_training_never_double_book_a_gpu(name):
+    seed, model, dataset, prompts, group, max_response, sleep, mtbf = CRASHY[name]
+    cfg = config(
+        seed=seed, iterations=2, model=model,
+        workload={"dataset": dataset, "prompts_per_iteration": prompts, "samples_per_prompt": group,
+                  "max_response_tokens": max_response, "dataset_prompts": prompts},
+        cluster={"nodes": 2, "gpus_per_node": 4, "gpu": "L40S"},
+        platform={"kind": "serverless", "keep_alive_s": 20.0, "sleep_idle": sleep, "failures": {"mtbf_s": mtbf}},
+        scheduler={"name": name},
+    )  # fmt: skip
+    result = simulate(cfg)
+    assert result.summary["failures"] > 0
+    for gen, fin in zip(result.generated, result.completion_s):  # sample conservation does hold under crashes
+        assert np.all(np.isfinite(fin)) and np.all(gen > 0)
+    assert overlapping_activities(result.activities) == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: sim/generation.py GenerationPhase._start_replica: a replica whose plan gives it no samples never "
+    "runs, so neither on_idle nor a scheduler event fires for it; its function is held (and billed) until the "
+    "whole generation phase ends instead of returning at once (keep_alive_s=0)",
+)
+def test_a_rollout_function_with_no_samples_returns_at_once(test_schedulers):
+    cfg = config(
+        cluster={"nodes": 1, "gpus_per_node": 2, "gpu": "L40S"},
+        workload={"dataset": "livecodebench", "prompts_per_iteration": 4, "samples_per_prompt": 4, "max_response_tokens": 1024},
+        scheduler={"name": "test-one-busy"},
+    )
+    result = simulate(cfg)
+    rollout = [r for r in result.instances if r["role"] == "rollout"]
+    assert len(rollout) == 2
+    idle = [r for r in rollout if r["busy_s"] == 0.0]
+    assert len(idle) == 1
+    assert idle[0]["released_s"] == pytest.approx(idle[0]["ready_s"])
+
+
+# ------------------------------------------------------------------------------------------- 7. cost orderings
+LONG_TAIL = {
+    # dataset, model: GRPO 64 prompts x 8, max 2048 tokens, 2 x 8 L40S, every iteration a new epoch
+    "livecodebench-7b": ("livecodebench", "qwen2.5-7b"),
+    "math-7b": ("math", "qwen2.5-7b"),
+}
+
+
+@functools.lru_cache(maxsize=None)
+def ordering_costs(case: str) -> dict[str, float]:
+    dataset, model = LONG_TAIL[case]
+    out = {}
+    for name in ("verl", "serverless", "rlhfless", "oracle"):
+        cfg = validate(
+            {
+                "name": "order", "seed": 0, "iterations": 4, "model": model,
+                "workload": {"dataset": dataset, "prompts_per_iteration": 64, "samples_per_prompt": 8,
+                             "max_response_tokens": 2048, "dataset_prompts": 64},
+                "cluster": {"nodes": 2, "gpus_per_node": 8, "gpu": "L40S"},
+                "platform": {"preset": "self-hosted", "sleep_idle": True},
+                "scheduler": {"name": name},
+            },
+            "order",
+        )  # fmt: skip
+        out[name] = simulate(cfg).summary["total_cost_usd"]
+    return out
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "livecodebench-7b",
+        pytest.param(
+            "math-7b",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="ordering does not hold: math, qwen2.5-7b, 64x8, 4 iterations, 2x8 L40S, self-hosted + sleep_idle: "
+                "rlhfless $3.13 > verl $2.71 (serverless $7.87); short responses make per-phase function cold starts "
+                "(14 cold starts, 16 wakes) outweigh the long-tail idle they remove",
+            ),
+        ),
+    ],
+)
+def test_rlhfless_costs_less_than_verl_on_a_long_tailed_workload(case):
+    c = ordering_costs(case)
+    assert c["rlhfless"] < c["verl"], c
+
+
+@pytest.mark.parametrize("case", list(LONG_TAIL))
+def test_rlhfless_costs_less_than_the_length_unaware_serverless_baseline(case):
+    c = ordering_costs(case)
+    assert c["rlhfless"] < c["serverless"], c
+
+
+@pytest.mark.parametrize("case", list(LONG_TAIL))
+def test_oracle_costs_no_more_than_rlhfless_within_two_percent(case):
+    # 2 %: the predictor is near-perfect here (epochs recur every iteration), and a better assignment can
+    # still shift cut-and-migrate and cold starts slightly either way
+    c = ordering_costs(case)
+    assert c["oracle"] <= c["rlhfless"] * 1.02, c

@@ -8,7 +8,7 @@ type-checks the files; what the numbers mean for timing lives in `sim/perf/`, fo
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -146,6 +146,10 @@ def _build(cls: type, name: str, entry: Any, path: Path) -> Any:
     if extra:
         raise CatalogError(f"{path}: entry {name!r} has unknown field(s) {sorted(extra)}; expected {sorted(known)}")
     kwargs = {k: v for k, v in entry.items() if k in known}
+    required = [f.name for f in fields(cls) if f.name != "name" and f.default is MISSING and f.default_factory is MISSING]
+    missing = [k for k in required if k not in kwargs]
+    if missing:
+        raise CatalogError(f"{path}: entry {name!r} is missing field(s) {missing}")
     types = {f.name: f.type for f in fields(cls)}
     for key, value in kwargs.items():
         kwargs[key] = _coerce(value, types[key], f"{path}: entry {name!r} field {key!r}")

@@ -39,7 +39,9 @@ def bad_input_types() -> tuple[type[BaseException], ...]:
     from sim.runner import NotImplementedYet
     from sim.workload import WorkloadError
 
-    return (ConfigError, CatalogError, WorkloadError, InfeasibleError, NotImplementedYet, TableError, EarlyExitError)
+    from sim.schedulers.base import PlanError
+
+    return (ConfigError, CatalogError, WorkloadError, InfeasibleError, NotImplementedYet, TableError, EarlyExitError, PlanError)
 
 
 @dataclass

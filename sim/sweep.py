@@ -436,7 +436,7 @@ def write_tables(
         point = {k: csv_value(v) for k, v in r.point.items()}
         if r.run_id in done:
             rows.append({"run_id": r.run_id, "status": "ok", "error": "", **point, **scalar_fields(done[r.run_id])})
-        elif r.run_id in finished:
+        elif r.run_id in finished and finished[r.run_id].kind != "ok":  # (ok but unwritten: interrupted)
             error = " | ".join(finished[r.run_id].error.splitlines())
             rows.append({"run_id": r.run_id, "status": "failed", "error": error, **point, "name": plan.name, "scheduler": r.cfg.scheduler.name})
     exp_dir.mkdir(parents=True, exist_ok=True)

@@ -345,7 +345,7 @@ def invariant_config(name: str, p: dict):
 
 
 @pytest.mark.parametrize("name", SCHEDULERS)
-@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(p=run_params)
 def test_every_sample_once_no_gpu_double_booked_billed_at_least_busy(name, p):
     cfg = invariant_config(name, p)

@@ -19,6 +19,10 @@ if TYPE_CHECKING:
     from sim.catalog import GpuSpec, ModelSpec
 
 
+class PlanError(ValueError):
+    """A scheduler's parameters do not fit the cluster or workload (bad input: exit 2, names the parameter)."""
+
+
 class NoParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 

@@ -16,6 +16,7 @@ from sim.schedulers.base import (
     GenerationPlan,
     InferencePlan,
     InferenceWork,
+    PlanError,
     ReplicaSpec,
     RolePlan,
     RolloutBatch,
@@ -46,7 +47,7 @@ def first_slots(view: ClusterView, n: int | None) -> list[Slot]:
     if n is None:
         return slots
     if n > len(slots):
-        raise ValueError(f"asked for {n} GPUs; the cluster has {len(slots)}")
+        raise PlanError(f"scheduler.params: asked for {n} GPUs; the cluster has {len(slots)}")
     return slots[:n]
 
 
@@ -70,7 +71,7 @@ class Serverless(Scheduler):
             for k in range(0, len(node_slots) - tp + 1, tp):
                 replicas.append(ReplicaSpec(tuple(node_slots[k : k + tp]), gpu_memory_utilization=p.gpu_memory_utilization))
         if not replicas:
-            raise ValueError(f"no rollout replica of tp={tp} fits in {len(slots)} GPUs")
+            raise PlanError(f"scheduler.params.tp: no rollout replica of tp={tp} fits in {len(slots)} GPUs of a node")
         assignment = np.asarray(batch.sample_prompt, dtype=np.int64) % len(replicas)  # round-robin by prompt
         return GenerationPlan(replicas=tuple(replicas), assignment=assignment)
 

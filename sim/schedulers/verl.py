@@ -16,6 +16,7 @@ from sim.schedulers.base import (
     ClusterView,
     GenerationPlan,
     InferencePlan,
+    PlanError,
     InferenceWork,
     RolePlan,
     RolloutBatch,
@@ -73,7 +74,7 @@ class Verl(Scheduler):
         seq_len = int(batch.prompt_tokens.max(initial=0)) + batch.max_response_tokens
         tp = p.tp or choose_tp(view, p.gpu_memory_utilization, p.min_kv_sequences * seq_len)
         if view.gpus_per_node % tp:
-            raise ValueError(f"verl tp={tp} must divide gpus_per_node={view.gpus_per_node}")
+            raise PlanError(f"scheduler.params.tp: {tp} must divide gpus_per_node={view.gpus_per_node}")
         slots = all_slots(view)
         replicas = tuple(
             ReplicaSpec(tuple(slots[i : i + tp]), gpu_memory_utilization=p.gpu_memory_utilization)

@@ -48,6 +48,7 @@ class Cluster:
         self.network_efficiency = network_efficiency
         self.graph = self._build_graph()
         self._bottleneck = lru_cache(maxsize=None)(self._bottleneck_uncached)
+        self._by_distance: dict[int, list[int]] = {}
 
     @property
     def total_gpus(self) -> int:
@@ -102,8 +103,11 @@ class Cluster:
 
     def nodes_by_distance(self, origin: int) -> list[int]:
         """Nodes ordered nearest first from origin (hop count in the graph, then index)."""
-        lengths = nx.single_source_shortest_path_length(self.graph, ("switch", origin))
-        return sorted(range(self.nodes), key=lambda n: (lengths[("switch", n)], n))
+        order = self._by_distance.get(origin)
+        if order is None:
+            lengths = nx.single_source_shortest_path_length(self.graph, ("switch", origin))
+            order = self._by_distance[origin] = sorted(range(self.nodes), key=lambda n: (lengths[("switch", n)], n))
+        return list(order)
 
 
 def _rep(v: tuple) -> tuple:

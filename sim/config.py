@@ -29,15 +29,17 @@ PositiveInt = Field(ge=1)
 
 
 class WorkloadConfig(Strict):
-    dataset: Union[str, dict[str, Any], None] = None
-    trace: str | None = None
-    algorithm: Literal["grpo", "ppo"] = "grpo"
-    prompts_per_iteration: int = Field(128, ge=1)
+    dataset: Union[str, dict[str, Any], None] = Field(
+        None, description="a key of workloads/datasets.yaml, or an inline mapping of the same fields (docs/workload.md); exactly one of dataset or trace"
+    )
+    trace: str | None = Field(None, description="a response-length trace CSV to replay (relative to the experiment file); exactly one of dataset or trace")
+    algorithm: Literal["grpo", "ppo"] = Field("grpo", description="grpo: actor only, group-normalised rewards; ppo: adds a critic (values, training)")
+    prompts_per_iteration: int = Field(128, ge=1, description="prompts rolled out per iteration (each sampled samples_per_prompt times)")
     samples_per_prompt: int | None = Field(None, ge=1, description="GRPO group size; defaults to 8 for GRPO, 1 for PPO")
-    max_prompt_tokens: int = Field(1024, ge=1)
-    max_response_tokens: int = Field(2048, ge=1)
-    ppo_epochs: int = Field(1, ge=1)
-    mini_batches: int = Field(4, ge=1)
+    max_prompt_tokens: int = Field(1024, ge=1, description="prompts are truncated to this many tokens")
+    max_response_tokens: int = Field(2048, ge=1, description="responses stop at this many tokens")
+    ppo_epochs: int = Field(1, ge=1, description="passes over the iteration's samples in training")
+    mini_batches: int = Field(4, ge=1, description="optimizer steps per epoch (the samples are split into this many mini-batches)")
     dataset_prompts: int | None = Field(
         None, ge=1, description="use only the first N prompts of the dataset, so that epochs (and length history) recur sooner"
     )
@@ -56,23 +58,25 @@ class WorkloadConfig(Strict):
 
 
 class ClusterConfig(Strict):
-    nodes: int = Field(ge=1)
-    gpu: str
+    nodes: int = Field(ge=1, description="number of nodes")
+    gpu: str = Field(description="a key of workloads/gpus.yaml (docs/catalog.md)")
     gpus_per_node: int | None = Field(None, ge=1, description="defaults to the GPU type's usual node size")
-    intra_node_bandwidth_bytes_per_s: float | None = Field(None, gt=0)
-    inter_node_bandwidth_bytes_per_s: float | None = Field(None, gt=0)
+    intra_node_bandwidth_bytes_per_s: float | None = Field(None, gt=0, description="GPU-to-GPU bandwidth within a node, one direction; default: the GPU catalog's")
+    inter_node_bandwidth_bytes_per_s: float | None = Field(None, gt=0, description="each node's network link, one direction; default: the GPU catalog's")
 
 
 class ColdStartConfig(Strict):
-    container_s: float = Field(5.0, ge=0)
-    engine_init_s: float = Field(10.0, ge=0)
-    weights_from: Literal["remote", "ssd", "dram"] = "remote"
+    container_s: float = Field(5.0, ge=0, description="container start of a cold function instance, before the weight load")
+    engine_init_s: float = Field(10.0, ge=0, description="engine initialisation after the weight load")
+    weights_from: Literal["remote", "ssd", "dram"] = Field(
+        "remote", description="where a cold start loads weights when the node's DRAM cache does not hold them (bandwidths: platform.storage)"
+    )
 
 
 class BillingConfig(Strict):
-    granularity_s: float = Field(1.0, gt=0)
-    minimum_s: float = Field(0.0, ge=0)
-    bill_cold_start: bool = True
+    granularity_s: float = Field(1.0, gt=0, description="an instance's billed time is rounded up to a multiple of this")
+    minimum_s: float = Field(0.0, ge=0, description="least billed time per instance")
+    bill_cold_start: bool = Field(True, description="bill from placement (true) or from when the instance is ready (false)")
 
 
 class StorageConfig(Strict):
@@ -83,21 +87,25 @@ class StorageConfig(Strict):
 
 
 class FailureConfig(Strict):
-    mtbf_s: float | None = Field(None, gt=0)
+    mtbf_s: float | None = Field(None, gt=0, description="mean time to failure of a function instance (exponential); null: no failures")
 
 
 class PlatformConfig(Strict):
-    kind: Literal["serverless", "serverful"] = "serverless"
-    preset: str | None = None
-    keep_alive_s: float = Field(60.0, ge=0)
-    cold_start: ColdStartConfig = ColdStartConfig()
-    billing: BillingConfig = BillingConfig()
-    failures: FailureConfig = FailureConfig()
-    storage: StorageConfig = StorageConfig()
+    kind: Literal["serverless", "serverful"] = Field(
+        "serverless", description="deployment for schedulers that can run either way; built-ins fix their own (verl, rlhfuse: serverful)"
+    )
+    preset: str | None = Field(None, description="a key of workloads/platforms.yaml whose values are defaults for this section (docs/platforms.md)")
+    keep_alive_s: float = Field(60.0, ge=0, description="an idle function instance stays warm (billed) this long before release")
+    cold_start: ColdStartConfig = Field(ColdStartConfig(), description="cold-start costs of a function instance")
+    billing: BillingConfig = Field(BillingConfig(), description="how instance time is billed")
+    failures: FailureConfig = Field(FailureConfig(), description="function instance failures")
+    storage: StorageConfig = Field(StorageConfig(), description="weight-load bandwidths of the ssd and remote tiers")
     #: idle instances go to sleep instead of holding their GPUs: GPUs are freed (not billed), the process
     #: and its weights stay in host memory, and a later request wakes it by reloading the weights from
     #: DRAM over PCIe plus `wake_s` (vLLM sleep mode / GPU-snapshot style warm pools)
-    sleep_idle: bool = False
+    sleep_idle: bool = Field(
+        False, description="idle instances sleep in host memory instead of holding GPUs: not billed, woken in wake_s + a DRAM reload"
+    )
     wake_s: float = Field(1.0, ge=0, description="fixed cost of waking a sleeping instance (assumption, docs/platforms.md)")
     price_usd_per_gpu_hour: float | None = Field(None, ge=0, description="overrides the GPU catalog's on-demand price")
     prices_usd_per_gpu_hour: dict[str, float] = Field(
@@ -106,21 +114,21 @@ class PlatformConfig(Strict):
 
 
 class SchedulerConfig(Strict):
-    name: str
-    params: dict[str, Any] = {}
+    name: str = Field(description="a built-in (verl, rlhfuse, serverless, rlhfless, oracle) or a registered plug-in")
+    params: dict[str, Any] = Field({}, description="the scheduler's own parameters, validated by its Params (see below)")
 
 
 class PerfConfig(Strict):
-    model: Literal["roofline", "table"] = "roofline"
+    model: Literal["roofline", "table"] = Field("roofline", description="roofline: analytic; table: measured decode steps from `table`")
     table: str | None = Field(None, description="CSV of measured decode steps (batch_size, context_tokens, step_s)")
-    hbm_efficiency: float | None = Field(None, gt=0, le=1)
-    mfu_prefill: float | None = Field(None, gt=0, le=1)
-    mfu_decode: float | None = Field(None, gt=0, le=1)
-    mfu_train: float | None = Field(None, gt=0, le=1)
-    layer_overhead_s: float | None = Field(None, ge=0)
-    step_overhead_s: float | None = Field(None, ge=0)
-    allreduce_latency_s: float | None = Field(None, ge=0)
-    network_efficiency: float | None = Field(None, gt=0, le=1)
+    hbm_efficiency: float | None = Field(None, gt=0, le=1, description="achieved share of HBM bandwidth; default 0.82 (fitted)")
+    mfu_prefill: float | None = Field(None, gt=0, le=1, description="prefill model FLOPs utilisation; default 0.5 (assumption)")
+    mfu_decode: float | None = Field(None, gt=0, le=1, description="decode model FLOPs utilisation; default 0.5 (assumption)")
+    mfu_train: float | None = Field(None, gt=0, le=1, description="training and forward-only inference MFU; default 0.35")
+    layer_overhead_s: float | None = Field(None, ge=0, description="fixed cost per layer per decode step or prefill; default 115e-6 (fitted)")
+    step_overhead_s: float | None = Field(None, ge=0, description="fixed cost per decode step or prefill; default 0 (fitted)")
+    allreduce_latency_s: float | None = Field(None, ge=0, description="latency of one tensor-parallel all-reduce; default 10.4e-6 (fitted)")
+    network_efficiency: float | None = Field(None, gt=0, le=1, description="achieved share of link bandwidth; default 0.8 (assumption)")
 
     @model_validator(mode="after")
     def _table_needs_file(self) -> "PerfConfig":
@@ -130,17 +138,17 @@ class PerfConfig(Strict):
 
 
 class EngineConfig(Strict):
-    mode: Literal["analytic", "step"] = "analytic"
-    max_num_seqs: int = Field(1024, ge=1)
+    mode: Literal["analytic", "step"] = Field("analytic", description="analytic: one event per state change; step: one per decode step (reference, slow)")
+    max_num_seqs: int = Field(1024, ge=1, description="most sequences in a replica's running batch")
     gpu_memory_utilization: float | None = Field(None, gt=0, le=1, description="default: the scheduler's choice")
-    kv_watermark: float = Field(0.01, ge=0, lt=1)
-    prefix_sharing: bool = True
+    kv_watermark: float = Field(0.01, ge=0, lt=1, description="share of the KV cache kept free (limits admission and growth)")
+    prefix_sharing: bool = Field(True, description="samples of a GRPO group on one replica share their prompt's KV")
 
 
 class TrainingConfig(Strict):
-    offload: bool = False
-    micro_batch_tokens: int = Field(8192, ge=1)
-    activation_checkpointing: bool = True
+    offload: bool = Field(False, description="keep optimizer state in host memory: reloaded before and offloaded after each update")
+    micro_batch_tokens: int = Field(8192, ge=1, description="tokens per micro-batch (memory check only)")
+    activation_checkpointing: bool = Field(True, description="recompute activations in the backward pass (8·P·T FLOPs instead of 6·P·T)")
 
 
 class EarlyExitConfig(Strict):
@@ -156,22 +164,22 @@ class EarlyExitConfig(Strict):
 
 
 class ExperimentConfig(Strict):
-    name: str = Field(min_length=1)
-    seed: int = 0
-    iterations: int = Field(3, ge=1)
-    model: Union[str, dict[str, Any]]
-    critic_model: Union[str, dict[str, Any], None] = None
-    reward_model: Union[str, dict[str, Any], None] = None
-    workload: WorkloadConfig
-    cluster: ClusterConfig
-    platform: PlatformConfig = PlatformConfig()
-    scheduler: SchedulerConfig
-    perf: PerfConfig = PerfConfig()
-    engine: EngineConfig = EngineConfig()
-    training: TrainingConfig = TrainingConfig()
-    early_exit: EarlyExitConfig | None = None
-    compare: list[str] = []
-    sweep: dict[str, list[Any]] = {}
+    name: str = Field(min_length=1, description="experiment name: the results folder DIR/<name>/")
+    seed: int = Field(0, description="seed of every random draw (workload, scheduler, platform)")
+    iterations: int = Field(3, ge=1, description="synchronous RLHF iterations to simulate")
+    model: Union[str, dict[str, Any]] = Field(description="the actor: a key of workloads/models.yaml or an inline mapping (docs/catalog.md)")
+    critic_model: Union[str, dict[str, Any], None] = Field(None, description="PPO only; default: the actor's model")
+    reward_model: Union[str, dict[str, Any], None] = Field(None, description="a learned reward model; null: a rule-based reward on CPU")
+    workload: WorkloadConfig = Field(description="prompts, responses and the RL algorithm")
+    cluster: ClusterConfig = Field(description="nodes and GPUs")
+    platform: PlatformConfig = Field(PlatformConfig(), description="serverless functions (cold starts, keep-alive, billing) or serverful GPUs")
+    scheduler: SchedulerConfig = Field(description="the scheduler and its parameters")
+    perf: PerfConfig = Field(PerfConfig(), description="the latency model and its efficiency factors")
+    engine: EngineConfig = Field(EngineConfig(), description="the rollout engine (vLLM-like continuous batching)")
+    training: TrainingConfig = Field(TrainingConfig(), description="FSDP training options")
+    early_exit: EarlyExitConfig | None = Field(None, description="early-exit decoding of the actor from a layer-exit profile; null: off")
+    compare: list[str] = Field([], description="also run the same config under these schedulers (default params); ratios in summary.json")
+    sweep: dict[str, list[Any]] = Field({}, description="a grid: dotted config path -> list of values (docs/scaling.md)")
 
     @field_validator("name")
     @classmethod

@@ -115,6 +115,7 @@ class ServerlessPlatform:
         self.queue: list[tuple] = []
         self.dram: dict[int, dict[str, float]] = {n: {} for n in range(cluster.nodes)}  # node -> model -> bytes (LRU)
         self.dram_capacity = cluster.gpu.host_memory_bytes * DRAM_CACHE_FRACTION
+        self.version = 0  # bumped whenever free GPUs or the warm pool change (views cache on it)
         self.keep_alive_s = cfg.keep_alive_s  # a scheduler may retune it (GenerationPlan.keep_alive_s)
         self.failures = 0
         self.prewarms = 0
@@ -132,6 +133,7 @@ class ServerlessPlatform:
             raise ValueError(f"{role}: an instance needs 1..{self.cluster.gpus_per_node} GPUs of one node, asked for {gpus}")
         warm = self._warm(role, model.name, gpus, node)
         if warm is not None:
+            self.version += 1
             del self.idle[warm.instance_id]
             warm.state = "busy"
             warm.idle_token += 1
@@ -190,6 +192,7 @@ class ServerlessPlatform:
             target = self._evict_for(gpus, node)
             if target is None:
                 return False
+        self.version += 1
         idx = [self.free[target].pop(0) for _ in range(gpus)]
         slots = tuple(Slot(target, i) for i in idx)
         inst = Instance(f"{role}-{len(self.instances)}", role, model.name, slots, asked)
@@ -291,6 +294,7 @@ class ServerlessPlatform:
             self.release(inst)
             return
         inst.state = "warm_idle"
+        self.version += 1
         inst.idle_token += 1
         token = inst.idle_token
         self.idle[inst.instance_id] = inst
@@ -319,6 +323,7 @@ class ServerlessPlatform:
             inst.busy_s += self.env.now - inst.busy_since
             inst.busy_since = None
         inst.state = "released"
+        self.version += 1
         inst.released_s = self.env.now
         self.idle.pop(inst.instance_id, None)
         for s in inst.slots:

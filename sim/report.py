@@ -226,7 +226,7 @@ def ratio_bars(rows: list[dict[str, Any]], baselines: list[str], metric: str, ti
         mine = [r for r in rows if _number(r.get(key)) is not None]
         fig.add_trace(go.Bar(name=f"vs {base}", x=[r["run_id"] for r in mine], y=[_number(r[key]) for r in mine]))
     fig.update_layout(
-        title=title, yaxis_title=axis, template=TEMPLATE, height=450, barmode="group",
+        title=title, yaxis_title=axis, template=TEMPLATE, height=450, barmode="group", showlegend=True, legend=LEGEND,
         yaxis_tickformat=".0%" if metric == "cost_reduction" else None,
     )  # fmt: skip
     return fig

@@ -140,15 +140,26 @@ def simulate(cfg: ExperimentConfig, base_dir: Path | str = ".", catalog: Catalog
     def kv_tokens(tp: int, fraction: float) -> int:
         return kv_capacity_tokens(actor, gpu, tp, fraction)
 
+    cache: dict[str, Any] = {"key": None}
+
+    def platform_state() -> tuple[tuple[Slot, ...], dict[str, int]]:
+        key = platform.version if platform is not None else None
+        if platform is None:
+            return ctx.pool.free(), {}
+        if cache["key"] != key:
+            cache["key"], cache["free"], cache["warm"] = key, _free_slots(platform), _warm_counts(platform)
+        return cache["free"], cache["warm"]
+
     def view_at(i: int) -> ClusterView:
+        free, warm = platform_state()
         return ClusterView(
             now_s=env.now, iteration=i, nodes=cluster.nodes, gpus_per_node=gpus_per_node, gpu=gpu, actor=actor,
             critic=critic, reference=actor, reward=reward, algorithm=algorithm, deployment=deployment,  # type: ignore[arg-type]
-            free_slots=_free_slots(platform) if platform is not None else ctx.pool.free(), max_num_seqs=cfg.engine.max_num_seqs, kv_watermark=cfg.engine.kv_watermark,
+            free_slots=free, max_num_seqs=cfg.engine.max_num_seqs, kv_watermark=cfg.engine.kv_watermark,
             kv_capacity_tokens=kv_tokens, transfer_s=cluster.gpu_transfer_s, nodes_by_distance=cluster.nodes_by_distance,
             perf=perf,
             startup_s=(cfg.platform.cold_start.container_s + cfg.platform.cold_start.engine_init_s) if platform else 0.0,
-            warm=_warm_counts(platform) if platform is not None else {},
+            warm=warm,
         )  # fmt: skip
 
     def driver():

@@ -27,6 +27,7 @@ class GpuPool:
 
     def __init__(self, slots: list[Slot]):
         self.holder: dict[Slot, str | None] = {s: None for s in slots}
+        self._free: tuple[Slot, ...] | None = None
 
     def acquire(self, slots: tuple[Slot, ...], who: str) -> None:
         for s in slots:
@@ -38,13 +39,17 @@ class GpuPool:
             raise DoubleBookingError(f"{who}: the same GPU is listed twice")
         for s in slots:
             self.holder[s] = who
+        self._free = None
 
     def release(self, slots: tuple[Slot, ...]) -> None:
         for s in slots:
             self.holder[s] = None
+        self._free = None
 
     def free(self) -> tuple[Slot, ...]:
-        return tuple(s for s, h in self.holder.items() if h is None)
+        if self._free is None:
+            self._free = tuple(s for s, h in self.holder.items() if h is None)
+        return self._free
 
 
 @dataclass

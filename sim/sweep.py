@@ -20,7 +20,6 @@ import itertools
 import json
 import os
 import re
-import shutil
 import signal
 import time
 import traceback
@@ -501,8 +500,10 @@ def print_sweep_table(outcome: SweepOutcome, sweep_keys: list[str]) -> None:
     from rich.table import Table
 
     table = Table(title=f"{len(outcome.rows)} runs (results in {outcome.exp_dir}/)")
-    for col in ["run_id", "status", "mean iteration (s)", "total cost (USD)", "utilization", "speedup"]:
-        table.add_column(col, justify="left" if col in ("run_id", "status") else "right")
+    table.add_column("run_id", overflow="fold")
+    table.add_column("status")
+    for col in ["s/iteration", "cost (USD)", "util.", "speedup"]:
+        table.add_column(col, justify="right")
     for row in outcome.rows:
         if row["status"] != "ok":
             table.add_row(row["run_id"], "failed", "", "", "", "")

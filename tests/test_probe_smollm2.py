@@ -49,11 +49,10 @@ def test_smollm2_paris_and_lens(smol):
 
 
 def test_smollm2_short_profile(smol):
-    text = "We hold these truths to be self-evident, that all men are created equal, that they are endowed " \
-           "by their Creator with certain unalienable Rights, that among these are Life, Liberty and the " \
-           "pursuit of Happiness."
+    text = "We hold these truths to be self-evident, that all men are created equal,"
     ids = smol.tokenizer(text)["input_ids"]
-    stats = run_lens(smol.model, ids, window=32, stride=16, progress=False)
+    assert len(ids) >= 16
+    stats = run_lens(smol.model, ids, window=12, stride=6, progress=False)
     doc = build_profile(stats, model=smol.name, text="snippet", n_tokens=len(ids), settings={})
     prof = profile_from_dict(json.loads(json.dumps(doc)))
     assert prof.n_layers == 30

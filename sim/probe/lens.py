@@ -163,30 +163,51 @@ def plan_windows(n_tokens: int, window: int, stride: int) -> list[Window]:
 # --------------------------------------------------------------------------- statistics
 
 
+def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Row-wise dot products of two (P, V) tensors (one fused reduction, no (P, V) temporary)."""
+    return torch.einsum("pv,pv->p", a, b)
+
+
+def _cos(a: torch.Tensor, b: torch.Tensor, b_norm: torch.Tensor) -> torch.Tensor:
+    a_norm = torch.linalg.vector_norm(a, dim=-1)
+    return (_dot(a, b) / (a_norm * b_norm).clamp_min(1e-30)).clamp(-1.0, 1.0)
+
+
 def _chunk_stats(lens: _Fp32Lens, hs: list[torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Statistics for P positions: ``hs[l]`` is (P, d) for layer l+1. Returns (P, L) tensors."""
+    """Statistics for P positions: ``hs[l]`` is (P, d) for layer l+1. Returns (P, L) tensors.
+
+    All in float32. KL(p_L || p_l) = sum p_L log p_L - sum p_L log p_l (two row dot products).
+    """
     n_layers = len(hs)
     z_final = lens(hs[-1])
     logp_final = F.log_softmax(z_final, dim=-1)
-    p_final = logp_final.exp()
+    p_final = F.softmax(z_final, dim=-1)
     zc_final = z_final - z_final.mean(dim=-1, keepdim=True)
+    norms_final = {
+        "c": torch.linalg.vector_norm(zc_final, dim=-1),
+        "p": torch.linalg.vector_norm(p_final, dim=-1),
+        "r": torch.linalg.vector_norm(z_final, dim=-1),
+    }
+    neg_entropy_final = _dot(p_final, logp_final)
     cols: dict[str, list[torch.Tensor]] = {k: [] for k in
                                            ("top1", "max_prob", "margin", "sim_centered", "sim_prob", "sim_raw", "kl")}
     for layer in range(n_layers):
-        z = z_final if layer == n_layers - 1 else lens(hs[layer])
-        logp = F.log_softmax(z, dim=-1)
-        p = logp.exp()
-        top2 = torch.topk(p, k=2, dim=-1)
+        last = layer == n_layers - 1
+        z = z_final if last else lens(hs[layer])
+        logp = logp_final if last else F.log_softmax(z, dim=-1)
+        p = p_final if last else F.softmax(z, dim=-1)
+        top2 = torch.topk(logp, k=2, dim=-1)
+        probs2 = top2.values.exp()
         cols["top1"].append(top2.indices[:, 0])
-        cols["max_prob"].append(top2.values[:, 0])
-        cols["margin"].append(top2.values[:, 0] - top2.values[:, 1])
-        cols["sim_centered"].append(F.cosine_similarity(z - z.mean(dim=-1, keepdim=True), zc_final, dim=-1))
-        cols["sim_prob"].append(F.cosine_similarity(p, p_final, dim=-1))
-        cols["sim_raw"].append(F.cosine_similarity(z, z_final, dim=-1))
-        if layer == n_layers - 1:
+        cols["max_prob"].append(probs2[:, 0])
+        cols["margin"].append(probs2[:, 0] - probs2[:, 1])
+        cols["sim_centered"].append(_cos(z - z.mean(dim=-1, keepdim=True), zc_final, norms_final["c"]))
+        cols["sim_prob"].append(_cos(p, p_final, norms_final["p"]))
+        cols["sim_raw"].append(_cos(z, z_final, norms_final["r"]))
+        if last:
             cols["kl"].append(torch.zeros(z.shape[0], dtype=z.dtype, device=z.device))
         else:
-            cols["kl"].append((p_final * (logp_final - logp)).sum(dim=-1).clamp_min(0.0))
+            cols["kl"].append((neg_entropy_final - _dot(p_final, logp)).clamp_min(0.0))
     return {k: torch.stack(v, dim=1) for k, v in cols.items()}
 
 

@@ -1,7 +1,8 @@
 """Sweep benchmark: a 100-point sweep of the RLHFless physical-testbed setting on 2 workers; prints wall times.
 
 The testbed (research/rlhfless.md section 6): 2 nodes of 8 L40S, Qwen2.5-3B and 7B, GRPO and PPO. The base
-config is experiments/paper/testbed*.yaml when such a file exists, else the quickstart moved to 2 nodes;
+config is experiments/paper/testbed*.yaml when such a file exists (its compare: dropped, its sweep: replaced),
+else the quickstart moved to 2 nodes;
 the grid is model (2) x algorithm (2) x seed (25) = 100 runs. Figures printed (nothing asserted):
 1. the whole `python -m sim.run` sweep (imports, pool start, 100 simulations, 100 run reports, runs.csv and
    the experiment report), and the wall time per run;
@@ -47,10 +48,11 @@ def timed(cmd: list[str]) -> float:
     return elapsed
 
 
-def same_tree(a: Path, b: Path) -> bool:
-    files_a = sorted(str(p.relative_to(a)) for p in a.rglob("*") if p.is_file())
-    files_b = sorted(str(p.relative_to(b)) for p in b.rglob("*") if p.is_file())
-    return files_a == files_b and all(filecmp.cmp(a / f, b / f, shallow=False) for f in files_a)
+def differing_files(a: Path, b: Path) -> list[str]:
+    """Files present in only one tree or with different bytes."""
+    files_a = {str(p.relative_to(a)) for p in a.rglob("*") if p.is_file()}
+    files_b = {str(p.relative_to(b)) for p in b.rglob("*") if p.is_file()}
+    return sorted((files_a ^ files_b) | {f for f in files_a & files_b if not filecmp.cmp(a / f, b / f, shallow=False)})
 
 
 def main() -> None:
@@ -78,7 +80,10 @@ def main() -> None:
         }  # fmt: skip
         if args.ray:
             result["ray_wall_s"] = round(timed([*cmd, "--backend", "ray", "--out", f"{tmp}/ray"]), 2)
-            result["ray_files_identical"] = same_tree(Path(tmp, "local"), Path(tmp, "ray"))
+            differ = differing_files(Path(tmp, "local"), Path(tmp, "ray"))
+            result["ray_files_identical"] = not differ
+            if differ:
+                result["ray_files_differing"] = differ[:10]
     print(json.dumps(result, indent=2))
 
 

@@ -139,19 +139,22 @@ class GenerationPhase:
         self.alloc.on_crash(lease, lambda _inst, r=rid: self._crashed(r))
         if rid in self.gated:  # its prefix KV has not arrived yet
             return
+        self._hand_backlog(rid)
+
+    def _hand_backlog(self, rid: int) -> None:
+        """Give a started replica its samples; one with none returns its function at once."""
+        rep = self.replicas[rid]
         seqs = self.backlog.pop(rid, [])
         if seqs:
             rep.enqueue(seqs)
-        elif self.remaining == 0 or self.done.triggered:
+        elif self.remaining == 0 or self.done.triggered or self.alloc.serverless:
+            rep.released = True
             self._retire(rid)
 
     def _kv_arrived(self, rid: int) -> None:
         self.gated.discard(rid)
-        rep = self.replicas[rid]
-        if rep is not None:
-            seqs = self.backlog.pop(rid, [])
-            if seqs:
-                rep.enqueue(seqs)
+        if self.replicas[rid] is not None:
+            self._hand_backlog(rid)
 
     def _dedup_prefill(self, plan: GenerationPlan, per_replica: list[np.ndarray], lease_ev):
         """The prefill actor computes shared prefixes once; each decode replica receives their KV, then starts."""
@@ -173,7 +176,7 @@ class GenerationPhase:
         else:
             shared = prompts
             rest = np.maximum(distinct - template, 0).astype(np.float64)
-            tokens = float(min(template, distinct.min(initial=0)) + rest.sum())
+            tokens = float((min(template, int(distinct.min())) if len(distinct) else 0) + rest.sum())
             pairs = template * template / 2.0 + float((rest * (template + rest / 2.0)).sum())
         for s_idx, v in enumerate(shared.tolist()):
             table.cached_prefix[s_idx] = int(v)

@@ -178,6 +178,7 @@ def summarize(
         "migrations": int(sum(r["migrations"] for r in rows)),
         "preemptions": int(sum(r["preemptions"] for r in rows)),
         "prefill_tokens": int(sum(r["prefill_tokens"] for r in rows)),
+        "prefill_tokens_saved": int(sum(c.get("prefill_tokens_saved", 0.0) for c in rec.counters.values())),
         "phases": phases,
         "rollout_replicas": float(np.mean(gen_counts["replicas"])) if gen_counts["replicas"] else 0.0,
         "rollout_tp": int(max(gen_counts["rollout_tp"], default=0)),

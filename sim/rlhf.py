@@ -317,53 +317,70 @@ def _run_training(ctx: RunContext, i: int, tplan: TrainingPlan, work: TrainingWo
 
 
 def _train_model(ctx: RunContext, i: int, name: str, model: ModelSpec, slots: tuple[Slot, ...], steps: int, step_s: float, extra_s: float) -> Iterator:
-    """FSDP training of one model: one instance per node of its group; a crash retries the step in flight."""
+    """FSDP training of one model: one instance per node of its group; a crash of any part retries the step in flight.
+
+    Each part's lease gets its crash handler the moment it is granted, and only crashed parts are
+    requested again, so a part that crashes while another is still starting is replaced, never leaked.
+    """
     env, rec = ctx.env, ctx.recorder
     alloc = ctx.extras["alloc"]
     parts = _by_node(slots)
     role = f"{name}_trainer"
     key = f"{model.name}#{name}-train"  # weights + optimizer state: its own cache / warm-pool identity
     state_bytes = [fsdp_state_bytes(model, len(slots)) * len(p) for p in parts]
-    leases = [None] * len(parts)
+    leases: list = [None] * len(parts)
+    pending: list = [None] * len(parts)
     me = env.active_process
-    crashed: list[int] = []
+    running = {"on": False}
 
-    def on_crash(k: int) -> None:
-        crashed.append(k)
-        if me.is_alive:
+    def granted(k: int, ev) -> None:
+        pending[k] = None
+        lease = ev.value
+        leases[k] = lease
+        alloc.on_crash(lease, lambda _inst, k=k: crashed(k))
+        if all(x is not None for x in leases) and not running["on"] and me.is_alive and ctx.env.active_process is not me:
+            me.interrupt("ready")
+
+    def crashed(k: int) -> None:
+        leases[k] = None
+        request(k)
+        if running["on"] and me.is_alive and ctx.env.active_process is not me:
             me.interrupt("crash")
 
-    def get(k: int):
-        ev = alloc.acquire(role, model, parts[k], state_bytes[k], key)
-        return ev
+    def request(k: int) -> None:
+        if pending[k] is not None:
+            return
+        ev = pending[k] = alloc.acquire(role, model, parts[k], state_bytes[k], key)
+        if ev.triggered:
+            granted(k, ev)
+        else:
+            ev.callbacks.append(lambda e, k=k: granted(k, e))
 
-    events = [get(k) for k in range(len(parts))]
+    for k in range(len(parts)):
+        request(k)
     done = 0
-    start: float | None = None
-    while True:
+    reloaded = False
+    while done < steps or (extra_s and not reloaded):
+        if any(x is None for x in leases):
+            try:
+                yield env.event()  # wait (interrupted when every part is granted)
+            except simpy.Interrupt:
+                pass
+            continue
+        running["on"] = True
+        start = env.now
+        held = tuple(s for lease in leases for s in lease.slots)
         try:
-            yield env.all_of(events)
-            for k, ev in enumerate(events):
-                if leases[k] is None:
-                    leases[k] = ev.value
-                    alloc.on_crash(leases[k], lambda _inst, k=k: on_crash(k))
-            start = env.now
-            if extra_s and done == 0:
+            if extra_s and not reloaded:
                 yield env.timeout(extra_s)
+                reloaded = True
             while done < steps:
                 yield env.timeout(step_s)
                 done += 1
-            rec.busy(i, "training", name, tuple(s for lease in leases for s in lease.slots), start, env.now)
-            break
-        except simpy.Interrupt:
-            if start is not None:  # the work since the last completed step is lost
-                rec.busy(i, "training", name, tuple(s for lease in leases if lease for s in lease.slots), start, env.now)
-            start = None
+        except simpy.Interrupt:  # a part crashed: the step in flight is lost
             rec.count(i, "training", retries=1.0)
-            for k in crashed:
-                leases[k] = None
-            events = [get(k) if leases[k] is None else _done(env, leases[k]) for k in range(len(parts))]
-            crashed.clear()
+        running["on"] = False
+        rec.busy(i, "training", name, held, start, env.now)
     for lease in leases:
         alloc.on_crash(lease, None)
         alloc.end(lease)

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -26,14 +25,13 @@ offline_env()
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@contextmanager
-def _threads(n: int):
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """These models are tiny: one thread is as fast as two and far more robust on busy CI hosts."""
     old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
 
 
 def _gpt2(n_layer: int = 6):
@@ -135,16 +133,15 @@ def test_trained_toy_model_easy_tokens_exit_earlier_than_hard():
     gen = torch.Generator().manual_seed(100)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
     model.train()
-    with _threads(1):  # tiny ops: one thread is about as fast and robust to busy machines
-        for _ in range(200):
-            x = _segments(128, gen)
-            loss = model(input_ids=x, labels=x).loss
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        model.eval()
-        text = _segments(200, torch.Generator().manual_seed(2)).reshape(-1)
-        stats = run_lens(model, text.tolist(), window=SEG, stride=SEG, batch_size=50, progress=False)
+    for _ in range(200):
+        x = _segments(128, gen)
+        loss = model(input_ids=x, labels=x).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    text = _segments(200, torch.Generator().manual_seed(2)).reshape(-1)
+    stats = run_lens(model, text.tolist(), window=SEG, stride=SEG, batch_size=50, progress=False)
 
     pos = np.arange(stats.n_positions) % SEG
     easy = pos == SEG - 2  # E -> f(E)

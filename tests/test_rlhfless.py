@@ -141,12 +141,6 @@ def test_equal_work_weights_by_group_size():
     assert out.tolist() == [0, 1, 1, 1, 1, 1, 1]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: chunk_ranked(mode='equal_work') places a prompt by the midpoint of its cumulative work, so a "
-    "dominant prompt lands in chunk 1 and chunk 0 stays empty (pred [1000,10x7], n=3 -> [1,2,2,2,2,2,2,2]); "
-    "actor 0 (learner's node) then holds nothing and the longest prompt runs elsewhere",
-)
 def test_equal_work_keeps_the_longest_prediction_on_actor_zero_and_leaves_no_actor_empty():
     pred = np.array([1000.0, 10, 10, 10, 10, 10, 10, 10])
     out = chunk_ranked(pred, np.ones(8), 3, "equal_work")
@@ -381,12 +375,6 @@ def test_without_dedup_no_gpu_is_reserved_for_a_prefill_actor():
     assert len(plan.replicas) == 8
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: RLHFless.place with locality=False fills the first node before the next and only interleaves the "
-    "resulting list, so 2 actors on 2 nodes x 4 GPUs both land on node 0 ([0, 0], expected [0, 1]); the "
-    "locality ablation is a no-op whenever N fits on one node",
-)
 def test_without_locality_actors_are_spread_round_robin_over_nodes():
     s = scheduler(actor_scaling=False, n_max=2, locality=False)
     plan = s.plan_generation(make_view(nodes=2, gpus_per_node=4), make_batch())
@@ -399,12 +387,6 @@ def test_without_locality_many_actors_alternate_nodes():
     assert [r.node for r in plan.replicas] == [0, 1, 0, 1, 0, 1]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: on a 1-GPU cluster with dedup_prefill (the default) capacity_actors returns max(1 - 1, 1) = 1 "
-    "but place() gives the only GPU to the prefill actor, so the plan has 0 replicas and the mechanism raises "
-    "SchedulerActionError('assigns a sample to a replica that does not exist')",
-)
 def test_one_gpu_cluster_gets_a_decode_actor():
     s = scheduler()
     plan = s.plan_generation(make_view(nodes=1, gpus_per_node=1), make_batch(prompts=4))

@@ -160,13 +160,6 @@ FLAT = {
     "response_tokens": {"median": 20, "sigma_prompt": 0.0, "sigma_epoch": 0.0, "sigma_sample": 0.0},
 }  # fmt: skip
 D, P, T = 8, 80, 50
-TEMPLATE_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="bug: sim/generation.py GenerationPhase._dedup_prefill, scope 'prompt': tokens = min(template, "
-    "distinct.min(initial=0)) + sum(prompt - template); min(..., initial=0) is always 0, so the shared template is "
-    "never charged to the prefill actor: prefill_tokens = D*(P-T) = 240 instead of T + D*(P-T) = 290, and "
-    "prefill_tokens_saved is overstated by T (400 instead of 350)",
-)
 
 
 @pytest.mark.parametrize(
@@ -174,11 +167,11 @@ TEMPLATE_BUG = pytest.mark.xfail(
     [
         # whole groups per actor: only the template is recomputed per prompt without dedup
         ("rlhfless", False, "prompt", D * P, None),
-        pytest.param("rlhfless", True, "prompt", T + D * (P - T), (D - 1) * T, marks=TEMPLATE_BUG),
+        ("rlhfless", True, "prompt", T + D * (P - T), (D - 1) * T),
         ("rlhfless", True, "template", T + D * (P - T), (D - 1) * T),
         # groups straddle both actors: every prompt twice without dedup
         ("test-straddle", False, "prompt", 2 * D * P, None),
-        pytest.param("test-straddle", True, "prompt", T + D * (P - T), 2 * D * P - (T + D * (P - T)), marks=TEMPLATE_BUG),
+        pytest.param("test-straddle", True, "prompt", T + D * (P - T), 2 * D * P - (T + D * (P - T))),
         ("test-straddle", True, "template", T + 2 * D * (P - T), 2 * D * P - (T + 2 * D * (P - T))),
     ],
 )
@@ -193,11 +186,6 @@ def test_dedup_prefill_tokens_with_a_shared_template_by_hand(recorders, test_sch
     assert gen_counter(recorders[-1], "prefill_tokens_saved") == saved
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: the template is never charged in dedup scope 'prompt' (see TEMPLATE_BUG): gsm8k 8 prompts, "
-    "template 25 -> prefill_tokens_saved 200 = 8 x 25 instead of 175 = 7 x 25",
-)
 def test_dedup_on_a_sampled_dataset_saves_one_template_per_extra_prompt(recorders):
     """gsm8k (template 25 tokens), prompt lengths drawn at random: the saving is (distinct prompts - 1) x template."""
     cfg = config(scheduler={"name": "rlhfless", "params": {**FIXED, "n_max": 3}}, iterations=2)
@@ -365,15 +353,6 @@ CRASHY = {
 
 
 @pytest.mark.parametrize("name", list(CRASHY))
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: sim/rlhf.py _train_model: when the second part of a 2-node trainer crashes while the first part's "
-    "replacement is still cold-starting, the retry calls get(0) again (the pending instance is leaked and held "
-    "until shutdown), and an instance that crashes after its acquire fired but before all parts are granted has "
-    "no crash handler, so training runs on a released instance whose GPUs the platform has given to the other "
-    "part: two 'training/actor' records on the same GPUs at the same time (e.g. serverless, seed 23, "
-    "qwen2.5-7b: slots 'n1g0;n1g1;n1g2;n1g3;n1g0;n1g1;n1g2;n1g3' at 515.1-516.7 s)",
-)
 def test_instance_crashes_during_training_never_double_book_a_gpu(name):
     seed, model, dataset, prompts, group, max_response, sleep, mtbf = CRASHY[name]
     cfg = config(
@@ -391,12 +370,6 @@ def test_instance_crashes_during_training_never_double_book_a_gpu(name):
     assert overlapping_activities(result.activities) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: sim/generation.py GenerationPhase._start_replica: a replica whose plan gives it no samples never "
-    "runs, so neither on_idle nor a scheduler event fires for it; its function is held (and billed) until the "
-    "whole generation phase ends instead of returning at once (keep_alive_s=0)",
-)
 def test_a_rollout_function_with_no_samples_returns_at_once(test_schedulers):
     cfg = config(
         cluster={"nodes": 1, "gpus_per_node": 2, "gpu": "L40S"},

@@ -95,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16", "auto"),
                    help="model weights dtype (lens math is always float32; default float32)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
+    p.add_argument("--threads", type=_positive_int,
+                   help="torch CPU threads (default: torch's choice; 1 is often faster on busy shared machines)")
     p.add_argument("--no-special-tokens", action="store_true",
                    help="tokenize without the tokenizer's special tokens (e.g. BOS)")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
@@ -157,6 +159,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from sim.probe.metrics import build_profile
     from sim.probe.models import load_model
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = args.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -209,6 +213,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "batches": list(args.batches),
         "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
         "device": str(device),
+        "threads": torch.get_num_threads(),
         "torch_version": torch.__version__,
         "transformers_version": transformers.__version__,
         "seconds_load": round(t_load, 2),

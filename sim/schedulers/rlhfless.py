@@ -124,9 +124,18 @@ def chunk_ranked(pred: np.ndarray, weights: np.ndarray, n: int, mode: str) -> np
     out = np.empty(len(pred), dtype=np.int64)
     if mode == "equal_work":
         work = (pred * weights)[order]
-        cum = np.cumsum(work)
-        total = cum[-1] if len(cum) else 0.0
-        idx = np.minimum((cum - work / 2) * n // max(total, 1e-12), n - 1).astype(np.int64)
+        before = np.cumsum(work) - work
+        total = float(work.sum())
+        ideal = np.minimum(before * n // max(total, 1e-12), n - 1).astype(np.int64)
+        # contiguous chunks with none empty (when there are at least n prompts): never skip a chunk,
+        # and leave enough prompts for the chunks still to come
+        count = len(order)
+        idx = np.empty(count, dtype=np.int64)
+        prev = -1
+        for i in range(count):
+            lo = max(prev, n - (count - i))  # the chunks after this one need a prompt each
+            hi = min(prev + 1, n - 1)
+            prev = idx[i] = min(max(int(ideal[i]), lo, 0), hi)
     else:
         idx = (np.arange(len(order)) * n) // max(len(order), 1)
     out[order] = idx
@@ -193,18 +202,27 @@ class RLHFless(Scheduler):
         return list(range(view.nodes))
 
     def place(self, view: ClusterView, n: int, tp: int, reserve_prefill: bool) -> tuple[list[ReplicaSpec], ReplicaSpec | None]:
-        """Decode actors in node order (learner's node first when locality is on); the prefill actor on the learner's node."""
-        specs: list[ReplicaSpec] = []
+        """Decode actors: with locality, filling the learner's node first (actor 0, the longest, there), then the
+        nearest nodes; without, round-robin over nodes. The prefill actor takes a GPU of the learner's node."""
+        mem = self.p.gpu_memory_utilization
+        free = {node: list(range(view.gpus_per_node)) for node in range(view.nodes)}
         prefill = None
-        for node in self.node_order(view):
-            gpus = list(range(view.gpus_per_node))
-            if reserve_prefill and prefill is None and (node == view.learner_node or not self.p.locality):
-                prefill = ReplicaSpec((Slot(node, gpus.pop()),), self.p.gpu_memory_utilization)
-            while len(gpus) >= tp and len(specs) < n:
-                specs.append(ReplicaSpec(tuple(Slot(node, gpus.pop(0)) for _ in range(tp)), self.p.gpu_memory_utilization))
-        if not self.p.locality:  # spread actors round-robin over nodes instead
-            per_node = [[s for s in specs if s.node == node] for node in range(view.nodes)]
-            specs = [x for group in zip(*[g + [None] * (max(map(len, per_node)) - len(g)) for g in per_node]) for x in group if x]
+        if reserve_prefill:
+            node = view.learner_node if self.p.locality else 0
+            prefill = ReplicaSpec((Slot(node, free[node].pop()),), mem)
+        order = self.node_order(view)
+        specs: list[ReplicaSpec] = []
+        k = 0
+        while len(specs) < n:
+            if self.p.locality:
+                node = next((m for m in order if len(free[m]) >= tp), None)
+            else:
+                candidates = [order[(k + j) % len(order)] for j in range(len(order))]
+                node = next((m for m in candidates if len(free[m]) >= tp), None)
+                k += 1
+            if node is None:
+                break
+            specs.append(ReplicaSpec(tuple(Slot(node, free[node].pop(0)) for _ in range(tp)), mem))
         return specs, prefill
 
     def capacity_actors(self, view: ClusterView, tp: int, reserve_prefill: bool) -> int:
@@ -212,7 +230,7 @@ class RLHFless(Scheduler):
         total = per_node * view.nodes
         if reserve_prefill and view.gpus_per_node % tp == 0:
             total -= 1  # one GPU of the learner's node holds the prefill actor
-        return max(total, 1)
+        return total
 
     def assign(self, pred: np.ndarray, group_sizes: np.ndarray, n: int) -> np.ndarray:
         if self.p.prompt_assignment:
@@ -243,8 +261,9 @@ class RLHFless(Scheduler):
         tp = p.tp or choose_tp(view, p.gpu_memory_utilization, p.min_kv_sequences * seq_len)
         pred = self.predictions(batch)
         group_sizes = np.bincount(batch.sample_prompt, minlength=len(batch.prompt_ids)).astype(np.float64)
-        n_cap = self.capacity_actors(view, tp, p.dedup_prefill)
-        n_hi = min(p.n_max or n_cap, n_cap, max(len(batch.prompt_ids), 1))
+        dedup = p.dedup_prefill and self.capacity_actors(view, tp, True) >= 1 and view.nodes * view.gpus_per_node > tp
+        n_cap = self.capacity_actors(view, tp, dedup)
+        n_hi = max(1, min(p.n_max or n_cap, n_cap, max(len(batch.prompt_ids), 1)))
         n_lo = min(p.n_min, n_hi)
         n = n_hi
         self.last_scores = {}
@@ -260,7 +279,7 @@ class RLHFless(Scheduler):
         self._gpus_last = view.nodes * view.gpus_per_node
         actor_of_prompt = self.assign(pred, group_sizes, n)
         # actor 0 holds the longest predictions; with locality it goes first in node order (learner's node)
-        specs, prefill = self.place(view, n, tp, p.dedup_prefill)
+        specs, prefill = self.place(view, n, tp, dedup)
         assignment = actor_of_prompt[batch.sample_prompt]
         self._last_specs, self._last_prefill = specs, prefill
         prewarm: tuple = ()
@@ -275,7 +294,7 @@ class RLHFless(Scheduler):
         if p.keep_alive_from_history and self._shortest_step_s is not None:
             keep = self._shortest_step_s + p.keep_alive_buffer_s
         return GenerationPlan(
-            replicas=tuple(specs), assignment=assignment, prefix_dedup=p.dedup_prefill, prefill=prefill,
+            replicas=tuple(specs), assignment=assignment, prefix_dedup=dedup, prefill=prefill,
             dedup_scope=p.dedup_scope, prewarm=prewarm, keep_alive_s=keep,
         )  # fmt: skip
 

@@ -401,7 +401,7 @@ def run_plan(
     try:
         if todo:
             tasks = [Task(r.run_id, r.cfg, str(base_dir), file) for r in todo]
-            with log, make_backend(backend, n, ray_address) as be:
+            with make_backend(backend, n, ray_address) as be, log:  # pool first: fork before the bar's thread
                 for i, res in be.imap_unordered(run_task, tasks):
                     if isinstance(res, BaseException):  # the worker process itself died
                         res = TaskResult(tasks[i].run_id, error=f"{type(res).__name__}: {res}", kind="internal")

@@ -152,6 +152,7 @@ class TrainingConfig(Strict):
 
 
 class EarlyExitConfig(Strict):
+    enabled: bool = Field(True, description="false keeps the section but decodes every layer (handy in sweeps)")
     profile: str = Field(description="a layer-exit profile JSON (python -m sim.probe), e.g. traces/exit_profiles/NAME.json")
     policy: Literal["max_prob", "margin", "stable"] = Field(
         "max_prob", description="exit rule: confidence threshold on the top-1 probability or the top-1 - top-2 margin, or the oracle stable exit"

@@ -78,7 +78,7 @@ def deployment_of(cfg: ExperimentConfig, scheduler: Scheduler) -> str:
 
 
 def check_implemented(cfg: ExperimentConfig, deployment: str) -> None:
-    if cfg.early_exit is not None and cfg.perf.model != "roofline":
+    if cfg.early_exit is not None and cfg.early_exit.enabled and cfg.perf.model != "roofline":
         raise NotImplementedYet("early_exit: works with perf.model roofline only (a measured table has no per-layer split)")
 
 
@@ -107,7 +107,7 @@ def simulate(cfg: ExperimentConfig, base_dir: Path | str = ".", catalog: Catalog
 
     gpus_per_node = cfg.cluster.gpus_per_node or gpu.gpus_per_node
     perf = build_perf(cfg.perf, gpu, base_dir)
-    if cfg.early_exit is not None:
+    if cfg.early_exit is not None and cfg.early_exit.enabled:
         from sim.perf.early_exit import build_early_exit
 
         perf.early_exit = build_early_exit(cfg.early_exit, actor, base_dir)

@@ -70,7 +70,8 @@ SECTION_NOTES: dict[str, list[str]] = {
         "`model: table` needs `table`. `null` efficiency factors take the roofline defaults (docs/model.md, section 2.1).",
     ],
     "early_exit": [
-        "The section is optional (`null`: no early exit) and works with `perf.model: roofline` only. "
+        "The section is optional (`null`, or `enabled: false`: no early exit). Enabled, it works with "
+        "`perf.model: roofline` only. "
         "`threshold` must be one the profile measured for `policy` (docs/early_exit.md).",
     ],
 }

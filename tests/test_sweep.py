@@ -301,8 +301,7 @@ def test_local_pool_in_process_and_ray_write_identical_files(tmp_path: Path) -> 
     outs = {kind: tmp_path / kind for kind in ("one", "pool", "ray")}
     ray_proc = subprocess.Popen(
         [sys.executable, "-m", "sim.run", str(path), "--out", str(outs["ray"]), "--backend", "ray", "--workers", "2", "--quiet"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled"},
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,  # sim.sweep sets the loopback env vars
     )  # fmt: skip
     assert main([str(path), "--out", str(outs["one"]), "--workers", "1", "--quiet"]) == 0
     assert main([str(path), "--out", str(outs["pool"]), "--workers", "2", "--quiet"]) == 0

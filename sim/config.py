@@ -158,7 +158,11 @@ class EarlyExitConfig(Strict):
         "max_prob", description="exit rule: confidence threshold on the top-1 probability or the top-1 - top-2 margin, or the oracle stable exit"
     )
     threshold: float = Field(0.9, gt=0, le=1, description="confidence threshold; must be one the profile measured")
-    exit_every: int = Field(1, ge=1, description="exits allowed every k layers (each allowed exit costs an LM-head check)")
+    exit_every: int = Field(1, ge=1, description="exits allowed every k layers of the profile (each allowed exit reached costs a check)")
+    check: Literal["lm_head", "classifier"] = Field(
+        "lm_head",
+        description="cost of one exit check: a full-vocabulary LM-head evaluation (logit-lens confidence), or a small exit classifier (CALM-style, d x 1, ~free)",
+    )
     kv_fill: Literal["state_copy", "deferred", "none"] = Field(
         "state_copy", description="KV of skipped layers: recompute K/V projections now (state copy), later (deferred, ~free), or not at all"
     )

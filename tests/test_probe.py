@@ -224,3 +224,12 @@ def test_cli_missing_file_subprocess(tmp_path):
     assert res.returncode == 2
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and "model not found" in lines[0], res.stderr
+
+
+def test_half_precision_model_uses_fp32_lens():
+    model = _llama(n_layer=2).to(torch.bfloat16)
+    ids = torch.randint(0, 1000, (40,), generator=torch.Generator().manual_seed(3)).tolist()
+    stats = run_lens(model, ids, window=40, stride=20, progress=False)
+    assert stats.n_positions == 39 and stats.max_prob.dtype == np.float64
+    assert np.all(stats.kl[:, -1] == 0) and np.all(np.isfinite(stats.kl))
+    assert next(model.parameters()).dtype == torch.bfloat16  # the model itself is untouched

@@ -41,8 +41,13 @@ class ExitFactors:
 class EarlyExit:
     """The exit CDF chosen by policy/threshold, restricted to allowed exit layers, and its costs."""
 
-    def __init__(self, profile: ExitProfile, model: ModelSpec, policy: str, threshold: float, exit_every: int, kv_fill: str):
+    def __init__(
+        self, profile: ExitProfile, model: ModelSpec, policy: str, threshold: float, exit_every: int, kv_fill: str,
+        check: str = "lm_head",
+    ):
         self.profile = profile
+        # parameters read and multiplied by one check: the unembedding, or a d -> 1 exit classifier
+        self.check_params = float(model.vocab_size * model.hidden_size) if check == "lm_head" else float(model.hidden_size)
         self.policy = policy
         self.kv_fill = kv_fill
         cdf = self._pick_cdf(profile, policy, threshold)
@@ -107,4 +112,4 @@ def build_early_exit(cfg, model: ModelSpec, base_dir: Path) -> EarlyExit:
         raise EarlyExitError(f"early_exit.profile: {exc}") from None
     if cfg.exit_every > profile.n_layers:
         raise EarlyExitError(f"early_exit.exit_every: {cfg.exit_every} exceeds the profile's {profile.n_layers} layers")
-    return EarlyExit(profile, model, cfg.policy, cfg.threshold, cfg.exit_every, cfg.kv_fill)
+    return EarlyExit(profile, model, cfg.policy, cfg.threshold, cfg.exit_every, cfg.kv_fill, cfg.check)

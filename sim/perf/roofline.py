@@ -101,14 +101,15 @@ class RooflineReplica:
         f = self.early_exit.factors(batch)
         g, run = f.depth_fraction, f.depth_fraction + f.fill_fraction
         block_params = m.layer_params * m.layers
-        head_params = float(m.vocab_size * m.hidden_size)
+        head_params = self.early_exit.check_params
         bpp = m.bytes_per_param
         other_read = m.decode_read_bytes - block_params * bpp
         other_params = m.params - block_params
         c0 = (2.0 * (other_params + run * block_params) + f.checks * 2.0 * head_params) * batch / self._flops
         m0 = (other_read + run * block_params * bpp + f.checks * head_params * bpp) / self._bw
         layers_s = m.layers * p.layer_overhead_s
-        overhead = p.step_overhead_s + layers_s * g + f.checks * p.layer_overhead_s
+        check_launch = p.layer_overhead_s if self.early_exit.check_params > m.hidden_size else 0.0
+        overhead = p.step_overhead_s + layers_s * g + f.checks * check_launch
         if self.tp > 1:
             overhead += (2 * m.layers * p.allreduce_latency_s + self._ar_bytes_s * batch) * g
         return StepCoeffs(c0=c0, c1=self._c1 * g, m0=m0, m1=self._m1 * g, overhead_s=overhead)

@@ -166,9 +166,7 @@ def stable_exit_layers(top1: np.ndarray) -> np.ndarray:
 
 def threshold_exit_layers(measure: np.ndarray, threshold: float) -> np.ndarray:
     """Per position, the first 1-based layer with ``measure >= threshold`` (L if none)."""
-    measure = np.asarray(measure)
-    n_layers = measure.shape[1]
-    hit = measure >= threshold
+    hit = np.asarray(measure) >= threshold
     hit[:, -1] = True  # the final layer always exits
     return (np.argmax(hit, axis=1) + 1).astype(np.int64)
 

@@ -23,7 +23,6 @@ import plotly.io as pio
 pio.renderers.default = "plotly_mimetype+notebook"
 
 # %%
-import os
 from pathlib import Path
 
 import pandas as pd
@@ -32,7 +31,7 @@ import yaml
 
 import sim
 from sim.probe.profile import load_profile
-from sim.run import main as sim_run
+from sim.sweep import load_or_run
 
 ROOT = Path(sim.__file__).resolve().parent.parent
 profile = load_profile(ROOT / "traces" / "exit_profiles" / "smollm2-135m-instruct.json")
@@ -45,13 +44,8 @@ fig.show()
 
 # %%
 EXPERIMENT = ROOT / "experiments" / "early_exit.yaml"
-RESULTS = Path(os.environ.get("RLHF_SIM_RESULTS", ROOT / "results"))
 name = yaml.safe_load(EXPERIMENT.read_text())["name"]
-runs_csv = RESULTS / name / "runs.csv"
-if not runs_csv.exists():
-    status = sim_run([str(EXPERIMENT), "--out", str(RESULTS), "--workers", "1", "--quiet"])
-    assert status == 0, f"the sweep exited with status {status}; see {runs_csv}"
-runs = pd.read_csv(runs_csv)
+runs = load_or_run(EXPERIMENT)  # runs the sweep first when results/<name>/runs.csv is missing
 ok = runs[runs.status == "ok"]
 pivot = ok.pivot_table(index=["model", "early_exit.check", "engine.max_num_seqs"], columns="early_exit.enabled", values="phases.generation")
 pivot.columns = ["full_depth_s" if not c else "early_exit_s" for c in pivot.columns]

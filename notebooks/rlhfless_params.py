@@ -24,7 +24,6 @@ import plotly.io as pio
 pio.renderers.default = "plotly_mimetype+notebook"
 
 # %%
-import os
 from pathlib import Path
 
 import pandas as pd
@@ -32,17 +31,12 @@ import plotly.express as px
 import yaml
 
 import sim
-from sim.run import main as sim_run
+from sim.sweep import load_or_run
 
 ROOT = Path(sim.__file__).resolve().parent.parent
 EXPERIMENT = ROOT / "experiments" / "sweeps" / "rlhfless_params.yaml"
-RESULTS = Path(os.environ.get("RLHF_SIM_RESULTS", ROOT / "results"))
 name = yaml.safe_load(EXPERIMENT.read_text())["name"]
-runs_csv = RESULTS / name / "runs.csv"
-if not runs_csv.exists():
-    status = sim_run([str(EXPERIMENT), "--out", str(RESULTS), "--workers", "1", "--quiet"])
-    assert status == 0, f"the sweep exited with status {status}; see {runs_csv}"
-runs = pd.read_csv(runs_csv)
+runs = load_or_run(EXPERIMENT)  # runs the sweep first when results/<name>/runs.csv is missing
 ok = runs[runs.status == "ok"]
 rl = ok[ok.scheduler == "rlhfless"].copy()
 rl[["run_id", "scheduler.params.lambda", "scheduler.params.tau", "steady_mean_iteration_s",

@@ -514,3 +514,24 @@ def print_sweep_table(outcome: SweepOutcome, sweep_keys: list[str]) -> None:
             ", ".join(speedups),
         )  # fmt: skip
     Console().print(table)
+
+
+def load_or_run(experiment: str | Path, results: str | Path | None = None) -> "pandas.DataFrame":
+    """runs.csv of an experiment as a DataFrame, running the experiment first when it has no results yet.
+
+    For notebooks: `results` defaults to $RLHF_SIM_RESULTS, else results/ beside the package.
+    """
+    import pandas
+    import yaml
+
+    from sim.run import main as sim_run
+
+    experiment = Path(experiment)
+    root = Path(results or os.environ.get("RLHF_SIM_RESULTS", Path(__file__).resolve().parent.parent / "results"))
+    name = yaml.safe_load(experiment.read_text())["name"]
+    runs_csv = root / name / "runs.csv"
+    if not runs_csv.exists():
+        status = sim_run([str(experiment), "--out", str(root), "--workers", "1", "--quiet"])
+        if status != 0:
+            raise RuntimeError(f"{experiment}: the experiment exited with status {status}; see {runs_csv}")
+    return pandas.read_csv(runs_csv)

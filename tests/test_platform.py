@@ -10,9 +10,11 @@ import simpy
 
 from sim.catalog import load_catalog
 from sim.cluster import Cluster
-from sim.config import BillingConfig, PlatformConfig, validate
+from sim.config import BillingConfig, PlatformConfig
 from sim.platform import ServerlessPlatform, billed_seconds
 from sim.runner import simulate
+
+from helpers import experiment
 from sim.runtime import Recorder
 
 CAT = load_catalog()
@@ -167,24 +169,20 @@ def test_billing_rounds_up_to_granularity_with_a_minimum(duration, granularity, 
     assert billed_seconds(duration, BillingConfig(granularity_s=granularity, minimum_s=minimum)) == pytest.approx(expected)
 
 
+SERVERLESS = {
+    "name": "p",
+    "seed": 1,
+    "iterations": 2,
+    "model": "qwen2.5-0.5b",
+    "workload": {"dataset": "gsm8k", "prompts_per_iteration": 16, "samples_per_prompt": 4, "max_response_tokens": 512},
+    "cluster": {"nodes": 2, "gpus_per_node": 4, "gpu": "L40S"},
+    "platform": {"kind": "serverless", "keep_alive_s": 20},
+    "scheduler": {"name": "serverless"},
+}
+
+
 def serverless_config(**over):
-    raw = {
-        "name": "p",
-        "seed": 1,
-        "iterations": 2,
-        "model": "qwen2.5-0.5b",
-        "workload": {"dataset": "gsm8k", "prompts_per_iteration": 16, "samples_per_prompt": 4, "max_response_tokens": 512},
-        "cluster": {"nodes": 2, "gpus_per_node": 4, "gpu": "L40S"},
-        "platform": {"kind": "serverless", "keep_alive_s": 20},
-        "scheduler": {"name": "serverless"},
-    }
-    for key, value in over.items():
-        node = raw
-        parts = key.split("__")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-        node[parts[-1]] = value
-    return validate(raw, "test")
+    return experiment(SERVERLESS, **over)
 
 
 def test_serverless_run_bills_every_instance_at_least_its_busy_time():

@@ -6,31 +6,28 @@ import numpy as np
 import pytest
 
 from sim.catalog import load_catalog
-from sim.config import validate
 from sim.memory import InfeasibleError
 from sim.perf.base import steps_sum_s
 from sim.perf.roofline import RooflineModel
 from sim.runner import simulate
 
+from helpers import experiment
+
+
+BASE = {
+    "name": "t",
+    "seed": 3,
+    "iterations": 2,
+    "model": "qwen2.5-0.5b",
+    "workload": {"dataset": "gsm8k", "prompts_per_iteration": 16, "samples_per_prompt": 4, "max_response_tokens": 1024},
+    "cluster": {"nodes": 1, "gpus_per_node": 4, "gpu": "L40S"},
+    "platform": {"kind": "serverful"},
+    "scheduler": {"name": "verl"},
+}
+
 
 def config(**over):
-    raw = {
-        "name": "t",
-        "seed": 3,
-        "iterations": 2,
-        "model": "qwen2.5-0.5b",
-        "workload": {"dataset": "gsm8k", "prompts_per_iteration": 16, "samples_per_prompt": 4, "max_response_tokens": 1024},
-        "cluster": {"nodes": 1, "gpus_per_node": 4, "gpu": "L40S"},
-        "platform": {"kind": "serverful"},
-        "scheduler": {"name": "verl"},
-    }
-    for key, value in over.items():
-        node = raw
-        parts = key.split("__")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-        node[parts[-1]] = value
-    return validate(raw, "test")
+    return experiment(BASE, **over)
 
 
 def test_every_sample_finishes_once_with_its_full_length():

@@ -22,6 +22,8 @@ import sim.runner
 from sim.catalog import load_catalog
 from sim.config import validate
 from sim.runner import simulate
+
+from helpers import experiment
 from sim.runtime import Recorder
 from sim.schedulers import base as sched_base
 from sim.schedulers.rlhfless import RLHFless
@@ -32,25 +34,20 @@ CAT = load_catalog()
 SCHEDULERS = ["verl", "serverless", "rlhfless", "oracle", "rlhfuse"]
 
 
+BASE = {
+    "name": "s",
+    "seed": 0,
+    "iterations": 1,
+    "model": "qwen2.5-0.5b",
+    "workload": {"dataset": "gsm8k", "prompts_per_iteration": 8, "samples_per_prompt": 4, "max_response_tokens": 256},
+    "cluster": {"nodes": 1, "gpus_per_node": 4, "gpu": "L40S"},
+    "platform": {"kind": "serverless", "keep_alive_s": 0.0},
+    "scheduler": {"name": "rlhfless"},
+}
+
+
 def config(raw_over: dict | None = None, **over):
-    raw = {
-        "name": "s",
-        "seed": 0,
-        "iterations": 1,
-        "model": "qwen2.5-0.5b",
-        "workload": {"dataset": "gsm8k", "prompts_per_iteration": 8, "samples_per_prompt": 4, "max_response_tokens": 256},
-        "cluster": {"nodes": 1, "gpus_per_node": 4, "gpu": "L40S"},
-        "platform": {"kind": "serverless", "keep_alive_s": 0.0},
-        "scheduler": {"name": "rlhfless"},
-    }
-    raw.update(raw_over or {})
-    for key, value in over.items():
-        node = raw
-        parts = key.split("__")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-        node[parts[-1]] = value
-    return validate(raw, "test")
+    return experiment({**BASE, **(raw_over or {})}, **over)
 
 
 def write_trace(path: Path, prompts: list[int], responses: list[list[int]], iterations: int = 1) -> Path:

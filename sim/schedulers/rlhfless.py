@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 from sim.perf.base import steps_sum_s
 from sim.schedulers.base import (
@@ -42,12 +42,10 @@ from sim.schedulers.base import (
     TrainingWork,
     register,
 )
-from sim.schedulers.verl import choose_tp
+from sim.schedulers.verl import RolloutParams
 
 
-class RLHFlessParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
+class RLHFlessParams(RolloutParams):
     # EWMA weight of the newest observation; 1.0 = "window 1" (last epoch's length), the default of the
     # public third-party reimplementation (rlhfless.md section 0, [C])
     ewma_alpha: float = Field(1.0, gt=0, le=1)
@@ -71,9 +69,6 @@ class RLHFlessParams(BaseModel):
     first_epoch: Literal["running_mean", "prior"] = "running_mean"
     release_idle: bool = Field(True, description="release a decode actor as soon as it has no work left")
     kv_headroom: float = Field(1.5, ge=1.0, description="receiver KV needed per migrated sample, x its context now")
-    tp: int | None = Field(None, ge=1)
-    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
-    min_kv_sequences: int = Field(16, ge=1)
     inference_gpus_per_role: int | None = Field(None, ge=1, description="default: all GPUs shared among the roles, which run at once")
     training_gpus: int | None = Field(None, ge=1, description="learner GPUs, from the learner node on; default: all")
     # pre-warm functions from the invocation history (rlhfless.md section 5): start the next phases'
@@ -257,8 +252,7 @@ class RLHFless(Scheduler):
         p = self.p
         self._cut.clear()
         self._released.clear()
-        seq_len = int(batch.prompt_tokens.max(initial=0)) + batch.max_response_tokens
-        tp = p.tp or choose_tp(view, p.gpu_memory_utilization, p.min_kv_sequences * seq_len)
+        tp = p.rollout_tp(view, batch)
         pred = self.predictions(batch)
         group_sizes = np.bincount(batch.sample_prompt, minlength=len(batch.prompt_ids)).astype(np.float64)
         dedup = p.dedup_prefill and self.capacity_actors(view, tp, True) >= 1 and view.nodes * view.gpus_per_node > tp

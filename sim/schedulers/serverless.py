@@ -9,7 +9,7 @@ those of a smarter serverless scheduler.
 from __future__ import annotations
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from sim.schedulers.base import (
     ClusterView,
@@ -26,16 +26,10 @@ from sim.schedulers.base import (
     TrainingWork,
     register,
 )
-from sim.schedulers.verl import all_slots, choose_tp
+from sim.schedulers.verl import RolloutParams, all_slots
 
 
-class ServerlessParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    tp: int | None = Field(None, ge=1, description="rollout tensor-parallel degree; default: smallest that fits")
-    # a dedicated rollout function uses vLLM's default memory fraction (vLLM EngineArgs: 0.9)
-    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
-    min_kv_sequences: int = Field(16, ge=1)
+class ServerlessParams(RolloutParams):
     generation_gpus: int | None = Field(None, ge=1, description="GPUs of rollout functions; default: all")
     inference_gpus: int | None = Field(None, ge=1, description="GPUs per inference role; default: all")
     training_gpus: int | None = Field(None, ge=1, description="GPUs of the trainer; default: all")
@@ -60,8 +54,7 @@ class Serverless(Scheduler):
 
     def plan_generation(self, view: ClusterView, batch: RolloutBatch) -> GenerationPlan:
         p: ServerlessParams = self.params  # type: ignore[assignment]
-        seq_len = int(batch.prompt_tokens.max(initial=0)) + batch.max_response_tokens
-        tp = p.tp or choose_tp(view, p.gpu_memory_utilization, p.min_kv_sequences * seq_len)
+        tp = p.rollout_tp(view, batch)
         slots = first_slots(view, p.generation_gpus)
         per_node: dict[int, list[Slot]] = {}
         for s in slots:

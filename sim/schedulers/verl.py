@@ -29,15 +29,27 @@ from sim.schedulers.base import (
 )
 
 
-class VerlParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class RolloutParams(BaseModel):
+    """Rollout-engine parameters shared by the built-in schedulers (each sets its own memory default)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     tp: int | None = Field(None, ge=1, description="rollout tensor-parallel degree; default: smallest that fits")
+    # a dedicated rollout engine uses vLLM's default memory fraction (vLLM EngineArgs: 0.9)
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
+    # "useful" KV cache when choosing tp: room for this many full-length sequences (assumption)
+    min_kv_sequences: int = Field(16, ge=1)
+
+    def rollout_tp(self, view: ClusterView, batch: RolloutBatch) -> int:
+        """The configured tp, or the smallest that holds the model and a useful KV cache."""
+        seq_len = int(batch.prompt_tokens.max(initial=0)) + batch.max_response_tokens
+        return self.tp or choose_tp(view, self.gpu_memory_utilization, self.min_kv_sequences * seq_len)
+
+
+class VerlParams(RolloutParams):
     # verl example examples/grpo_trainer/run_qwen2-7b.sh sets rollout gpu_memory_utilization=0.6
     # (calibration.md section 2.1): the rest of the GPU holds the colocated FSDP state.
     gpu_memory_utilization: float = Field(0.6, gt=0, le=1)
-    # "useful" KV cache when choosing tp: room for this many full-length sequences (assumption)
-    min_kv_sequences: int = Field(16, ge=1)
     # fixed per-iteration cost of switching the hybrid engine between trainer and rollout mode (vLLM
     # wake/sleep, cache re-allocation); no public figure found, assumption documented in docs/model.md
     mode_switch_s: float = Field(2.0, ge=0)
@@ -71,8 +83,7 @@ class Verl(Scheduler):
 
     def plan_generation(self, view: ClusterView, batch: RolloutBatch) -> GenerationPlan:
         p: VerlParams = self.params  # type: ignore[assignment]
-        seq_len = int(batch.prompt_tokens.max(initial=0)) + batch.max_response_tokens
-        tp = p.tp or choose_tp(view, p.gpu_memory_utilization, p.min_kv_sequences * seq_len)
+        tp = p.rollout_tp(view, batch)
         if view.gpus_per_node % tp:
             raise PlanError(f"scheduler.params.tp: {tp} must divide gpus_per_node={view.gpus_per_node}")
         slots = all_slots(view)

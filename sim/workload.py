@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
-import pandas as pd
 
 if TYPE_CHECKING:  # pragma: no cover
     from sim.config import WorkloadConfig
@@ -610,6 +609,8 @@ def write_trace(workload: Workload, iterations: int, path: Path | str) -> Path:
                 (np.full(n, i), s.prompt_ids[sp], s.sample_ids, s.prompt_tokens[sp], s.response_tokens, np.full(n, s.epoch))
             )
         )
+    import pandas as pd  # only for writing: keeps `import sim.workload` light
+
     path.parent.mkdir(parents=True, exist_ok=True)
     table = pd.DataFrame(np.concatenate(blocks).astype(np.int64), columns=[*TRACE_COLUMNS, "epoch"])
     table.to_csv(path, index=False, lineterminator="\n")

@@ -143,6 +143,10 @@ class EngineConfig(Strict):
     gpu_memory_utilization: float | None = Field(None, gt=0, le=1, description="default: the scheduler's choice")
     kv_watermark: float = Field(0.01, ge=0, lt=1, description="share of the KV cache kept free (limits admission and growth)")
     prefix_sharing: bool = Field(True, description="samples of a GRPO group on one replica share their prompt's KV")
+    admission: Literal["current", "reserve_max"] = Field(
+        "current",
+        description="KV admission: current = on the tokens a sequence holds now, growing, with preemption (vLLM); reserve_max = reserve max_response_tokens up front (static allocation, for comparison)",
+    )
 
 
 class TrainingConfig(Strict):

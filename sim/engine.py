@@ -92,6 +92,7 @@ class Replica:
         watermark_tokens: int = 0,
         prefix_sharing: bool = True,
         step_mode: bool = False,
+        reserve_tokens: int = 0,
     ):
         if kv_capacity_tokens <= watermark_tokens:
             raise ValueError("KV capacity must exceed the watermark")
@@ -104,6 +105,10 @@ class Replica:
         self.max_num_seqs = max_num_seqs
         self.prefix_sharing = prefix_sharing
         self.step_mode = step_mode
+        # 0: vLLM's policy (a sequence holds the KV of the tokens it has now and grows). > 0: reserve this
+        # many response tokens at admission (static allocation up to the maximum length), no growth, no
+        # preemption; for comparing the two policies (docs/model.md)
+        self.reserve = int(reserve_tokens)
         # state
         self.steps = 0  # decode steps done since creation
         self.running: dict[int, int] = {}  # seq -> finish step (insertion order = admission order)
@@ -122,6 +127,7 @@ class Replica:
         self.busy_since: float | None = None
         self.busy_intervals: list[tuple[float, float]] = []
         self.events = 0  # timeouts yielded (for the benchmark)
+        self.peak_batch = 0  # largest running batch seen
         self.prefill_tokens = 0
 
     # ------------------------------------------------------------------ external API (mechanism)
@@ -209,7 +215,9 @@ class Replica:
                     raise RuntimeError(f"replica {self.id}: a waiting sequence cannot fit in an empty KV cache")
                 break
             b = len(running)
-            k_mem = (self.cap - self.mem) // b
+            if b > self.peak_batch:
+                self.peak_batch = b
+            k_mem = (self.cap - self.mem) // b if not self.reserve else 1 << 62
             if k_mem <= 0:
                 self._preempt_for_growth(b)
                 continue
@@ -249,7 +257,8 @@ class Replica:
             self.steps += k
             grow = b * k
             self.ctx += grow
-            self.mem += grow
+            if not self.reserve:
+                self.mem += grow
             heap = self.heap
             if heap and heap[0][0] == self.steps:
                 done = []
@@ -263,7 +272,7 @@ class Replica:
                     table.finish_s[s] = now
                     p = table.prompt_tokens[s]
                     self.ctx -= p + tgt
-                    self.mem -= tgt + self._drop_group_ref(table.group[s], p)
+                    self.mem -= (self.reserve or tgt) + self._drop_group_ref(table.group[s], p)
                 self.listener.on_completed(self, done)
         self.busy_intervals.append((self.busy_since, env.now))
         self.busy_since = None
@@ -295,10 +304,10 @@ class Replica:
             s = waiting[0]
             p, g, grp = prompts[s], gen[s], groups[s]
             shared = self.prefix_sharing and grp in refs
-            need = g + (0 if shared else p)
+            need = (self.reserve or g) + (0 if shared else p)
             # room for the sequence and for one more decode step of the whole batch, so that an
-            # admission is never undone by an immediate preemption
-            if self.mem + need + len(running) + 1 > self.cap:
+            # admission is never undone by an immediate preemption (reserved room does not grow)
+            if self.mem + need + (0 if self.reserve else len(running) + 1) > self.cap:
                 break
             waiting.popleft()
             if kv_ready[s]:
@@ -338,7 +347,7 @@ class Replica:
             table.generated[s] = g
             p = table.prompt_tokens[s]
             self.ctx -= p + g
-            self.mem -= g + self._drop_group_ref(table.group[s], p)
+            self.mem -= (self.reserve or g) + self._drop_group_ref(table.group[s], p)
             out.append(g)
         self.heap = [e for e in self.heap if e[1] not in drop]
         heapq.heapify(self.heap)

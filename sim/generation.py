@@ -133,6 +133,7 @@ class GenerationPhase:
             watermark_tokens=watermark,
             prefix_sharing=cfg.prefix_sharing,
             step_mode=cfg.mode == "step",
+            reserve_tokens=ctx.cfg.workload.max_response_tokens if cfg.admission == "reserve_max" else 0,
         )
         self.replicas[rid] = rep
         self.leases[rid] = lease
@@ -350,6 +351,7 @@ class GenerationPhase:
             self._retire(rid)
         t = self.table
         live = [r for r in self.replicas if r is not None]
+        row = rec.counters.setdefault((self.iteration, "generation"), {})
         self.ctx.extras["freed_gpus"] = [(slots, when, self.env.now, done) for slots, when, done in self.freed]
         rec.count(
             self.iteration,
@@ -363,7 +365,9 @@ class GenerationPhase:
             replicas=float(len(self.replicas)),
             failures=float(self.failures),
             lost_tokens=float(self.lost_tokens),
+            decode_steps=float(sum(r.steps for r in live)),
         )
+        row["peak_decode_batch"] = float(max((r.peak_batch for r in live), default=0))
         if hasattr(self, "_dedup_would"):
             replica_prompt_prefill = sum(r.prefill_tokens for r in live) - t.recomputed_tokens
             rec.count(
@@ -372,5 +376,4 @@ class GenerationPhase:
                 prefill_tokens=float(self.dedup_tokens),
                 prefill_tokens_saved=float(self._dedup_would - self.dedup_tokens - replica_prompt_prefill),
             )
-        row = rec.counters[(self.iteration, "generation")]
         row["rollout_tp"] = float(max((spec.tp for spec in self.specs), default=0))

@@ -179,6 +179,8 @@ def summarize(
         "preemptions": int(sum(r["preemptions"] for r in rows)),
         "prefill_tokens": int(sum(r["prefill_tokens"] for r in rows)),
         "prefill_tokens_saved": int(sum(c.get("prefill_tokens_saved", 0.0) for c in rec.counters.values())),
+        "mean_decode_batch": _mean_decode_batch(rec),
+        "peak_decode_batch": int(max((c.get("peak_decode_batch", 0.0) for (_, ph), c in rec.counters.items() if ph == "generation"), default=0)),
         "phases": phases,
         "rollout_replicas": float(np.mean(gen_counts["replicas"])) if gen_counts["replicas"] else 0.0,
         "rollout_tp": int(max(gen_counts["rollout_tp"], default=0)),
@@ -189,6 +191,14 @@ def summarize(
         "engine_events": rec.engine_events,
     }
     return summary
+
+
+def _mean_decode_batch(rec: Recorder) -> float:
+    """Decode tokens per replica decode step: the step-weighted mean running batch of the rollout engines."""
+    gen = [c for (_, phase), c in rec.counters.items() if phase == "generation"]
+    steps = sum(c.get("decode_steps", 0.0) for c in gen)
+    tokens = sum(c.get("tokens", 0.0) for c in gen)
+    return tokens / steps if steps else 0.0
 
 
 def compare_ratios(this: dict[str, Any], baseline: dict[str, Any]) -> dict[str, float]:

@@ -24,7 +24,6 @@ pio.renderers.default = "plotly_mimetype+notebook"
 # %%
 from pathlib import Path
 
-import pandas as pd
 import plotly.express as px
 import yaml
 

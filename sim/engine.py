@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import simpy
 
@@ -395,19 +395,3 @@ class Replica:
                         f"replica {self.id}: released with {self.unfinished} unfinished sequences; migrate them first"
                     )
                 self.released = True
-
-
-def default_listener(on_completed: Callable[[Replica, list[int]], None]) -> ReplicaListener:
-    """A listener that only reports completions (for tests and simple drivers)."""
-
-    class _L:
-        def on_completed(self, replica: Replica, seqs: list[int]) -> None:
-            on_completed(replica, seqs)
-
-        def on_migrated_out(self, replica, seqs, kv_tokens, dst) -> None:  # pragma: no cover
-            dst.enqueue(seqs)
-
-        def on_idle(self, replica: Replica) -> None:
-            pass
-
-    return _L()

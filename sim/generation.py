@@ -8,7 +8,6 @@ the topology, and fires `done` when the last sample has finished.
 from __future__ import annotations
 
 import numpy as np
-import simpy
 
 from sim.engine import Replica, SchedulerActionError, SeqTable
 from sim.memory import InfeasibleError, kv_capacity_tokens

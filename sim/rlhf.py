@@ -291,7 +291,6 @@ def _check_training_memory(ctx: RunContext, tplan: TrainingPlan, gplan) -> None:
 
 def _run_training(ctx: RunContext, i: int, tplan: TrainingPlan, work: TrainingWork) -> Iterator:
     env, rec = ctx.env, ctx.recorder
-    alloc = ctx.extras["alloc"]
     models = _training_models(ctx)
     order = [m for m in ("critic", "actor") if m in tplan.groups]  # verl updates the critic first
     missing = [m for m in work.models if m not in tplan.groups]
@@ -384,12 +383,6 @@ def _train_model(ctx: RunContext, i: int, name: str, model: ModelSpec, slots: tu
     for lease in leases:
         alloc.on_crash(lease, None)
         alloc.end(lease)
-
-
-def _done(env, value):
-    ev = env.event()
-    ev.succeed(value)
-    return ev
 
 
 # ------------------------------------------------------------------------------------------ weight sync

@@ -516,8 +516,8 @@ def print_sweep_table(outcome: SweepOutcome, sweep_keys: list[str]) -> None:
     Console().print(table)
 
 
-def load_or_run(experiment: str | Path, results: str | Path | None = None) -> "pandas.DataFrame":
-    """runs.csv of an experiment as a DataFrame, running the experiment first when it has no results yet.
+def load_or_run(experiment: str | Path, results: str | Path | None = None) -> Any:
+    """runs.csv of an experiment as a pandas DataFrame, running the experiment first when it has no results yet.
 
     For notebooks: `results` defaults to $RLHF_SIM_RESULTS, else results/ beside the package.
     """

@@ -49,6 +49,7 @@ class GenerationPhase:
         self.replicas: list[Replica | None] = []  # None while its instance is starting
         self.specs: list[ReplicaSpec] = []
         self.leases: list = []
+        self.node_of: dict[int, int] = {}
         self.assigned: list[int] = []
         self.finished_on: list[int] = []
         self.backlog: dict[int, list[int]] = {}  # replica index -> samples waiting for it to start
@@ -136,6 +137,7 @@ class GenerationPhase:
         )
         self.replicas[rid] = rep
         self.leases[rid] = lease
+        self.node_of[rid] = lease.node  # where the platform actually placed it
         self.alloc.on_crash(lease, lambda _inst, r=rid: self._crashed(r))
         if rid in self.gated:  # its prefix KV has not arrived yet
             return
@@ -235,7 +237,7 @@ class GenerationPhase:
         self.kv_transfer_bytes += nbytes
         self.assigned[replica.id] -= len(seqs)
         self.assigned[dst.id] += len(seqs)
-        delay = self.ctx.cluster.gpu_transfer_s(self.specs[replica.id].node, self.specs[dst.id].node, nbytes)
+        delay = self.ctx.cluster.gpu_transfer_s(self.node_of[replica.id], self.node_of[dst.id], nbytes)
         if delay <= 0:
             dst.enqueue(seqs)
         else:

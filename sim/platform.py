@@ -202,10 +202,10 @@ class ServerlessPlatform:
         # GPU and is not billed), or when it is ready if cold starts are not billed
         inst.bill_from_s = self.env.now if self.cfg.billing.bill_cold_start else float("nan")
         self.instances.append(inst)
-        if sleeping is not None and target == node:  # wake: weights back from host DRAM, no container/engine start
+        if sleeping is not None and target == node:  # wake: no container/engine start, weights reloaded
             inst.cold_start = False
-            inst.tier = "sleep"
-            inst.load_s = (model.weight_bytes if load_bytes is None else load_bytes) / (self.cluster.host_bw * gpus)
+            tier, inst.load_s = self.load(target, gpus, model, model.weight_bytes if load_bytes is None else load_bytes)
+            inst.tier = "sleep" if tier == "dram" else f"sleep+{tier}"  # its host copy, or newer weights fetched
             duration = self.cfg.wake_s + inst.load_s
             self.wakes += 1
         else:
@@ -226,27 +226,30 @@ class ServerlessPlatform:
             return n
         return None
 
+    def load(self, node: int, gpus: int, model, nbytes: float) -> tuple[str, float]:
+        """(tier, seconds) to bring `nbytes` of `model` to `gpus` GPUs of `node` from the nearest copy.
+
+        The node's DRAM cache holds the newest weights (a publish drops stale copies elsewhere); weights
+        published on another node come over the network; otherwise the configured tier.
+        """
+        cs = self.cfg.cold_start
+        source = self.weight_sources.get(model.name)
+        per_gpu_pcie = self.cluster.host_bw * gpus
+        if model.name in self.dram[node] or source == node or (source is None and cs.weights_from == "dram"):
+            return "dram", nbytes / per_gpu_pcie
+        if source is not None:  # newest weights sit in another node's DRAM: fetch over the network
+            bw = self.cluster.bottleneck_bytes_per_s(("host", source), ("host", node))
+            return f"node{source}", nbytes / min(bw, per_gpu_pcie)
+        if cs.weights_from == "ssd":
+            return "ssd", nbytes / min(self.cfg.storage.ssd_bytes_per_s, per_gpu_pcie)
+        return "remote", nbytes / min(self.cfg.storage.remote_bytes_per_s, per_gpu_pcie)
+
     def cold_start_s(self, inst: Instance, model, load_bytes: float | None) -> float:
         """container + weight load (bytes over the tier's bandwidth) + engine init."""
-        cs = self.cfg.cold_start
         nbytes = model.weight_bytes if load_bytes is None else load_bytes
-        node = inst.node
-        source = self.weight_sources.get(model.name)
-        per_gpu_pcie = self.cluster.host_bw * inst.gpus
-        if model.name in self.dram[node] or cs.weights_from == "dram" or source == node:
-            inst.tier = "dram"
-            load = nbytes / per_gpu_pcie
-        elif source is not None:  # newest weights sit in another node's DRAM: fetch over the network
-            inst.tier = f"node{source}"
-            load = nbytes / min(self.cluster.bottleneck_bytes_per_s(("host", source), ("host", node)), per_gpu_pcie)
-        elif cs.weights_from == "ssd":
-            inst.tier = "ssd"
-            load = nbytes / min(self.cfg.storage.ssd_bytes_per_s, per_gpu_pcie)
-        else:
-            inst.tier = "remote"
-            load = nbytes / min(self.cfg.storage.remote_bytes_per_s, per_gpu_pcie)
-        inst.load_s = load
-        return cs.container_s + load + cs.engine_init_s
+        inst.tier, inst.load_s = self.load(inst.node, inst.gpus, model, nbytes)
+        cs = self.cfg.cold_start
+        return cs.container_s + inst.load_s + cs.engine_init_s
 
     def _ready(self, inst: Instance, model, load_bytes, ev) -> None:
         inst.ready_s = self.env.now

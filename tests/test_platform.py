@@ -220,3 +220,22 @@ def test_serverless_and_serverful_see_the_same_workload():
     sf = simulate(serverless_config(scheduler={"name": "verl"}))
     assert sl.summary["deployment"] == "serverless" and sf.summary["deployment"] == "serverful"
     assert sl.summary["tokens_generated"] == sf.summary["tokens_generated"]
+
+
+def test_a_woken_instance_fetches_weights_published_since_it_slept():
+    env, plat = platform(sleep_idle=True, keep_alive_s=100, cold_start={"container_s": 5, "engine_init_s": 10, "weights_from": "ssd"})
+    log = []
+
+    def driver():
+        yield use(env, plat, node=1, work_s=1, log=log)  # cold start, then sleeps on node 1
+        yield use(env, plat, node=1, work_s=1, log=log)  # wakes: its own host copy is current
+        plat.publish_weights(MODEL.name, 0, MODEL.weight_bytes)  # the trainer on node 0 wrote new weights
+        yield use(env, plat, node=1, work_s=1, log=log)  # wakes and fetches them over the network
+
+    env.process(driver())
+    env.run()
+    tiers = [inst.tier for _, inst in log]
+    assert tiers == ["ssd", "sleep", "sleep+node0"]
+    assert [inst.cold_start for _, inst in log] == [True, False, False]
+    assert log[2][1].load_s == pytest.approx(MODEL.weight_bytes / 10e9)  # the 10 GB/s network, not PCIe
+    assert log[1][1].load_s == pytest.approx(MODEL.weight_bytes / GPU.host_to_gpu_bandwidth_bytes_per_s)

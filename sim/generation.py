@@ -182,9 +182,20 @@ class GenerationPhase:
             pairs = template * template / 2.0 + float((rest * (template + rest / 2.0)).sum())
         for s_idx, v in enumerate(shared.tolist()):
             table.cached_prefix[s_idx] = int(v)
-        lease = yield lease_ev
-        start = self.env.now
-        yield self.env.timeout(ctx.perf.replica(ctx.actor, plan.prefill.tp).prefill_s(tokens, pairs))
+        compute_s = ctx.perf.replica(ctx.actor, plan.prefill.tp).prefill_s(tokens, pairs)
+        me = self.env.active_process
+        while True:  # a crash of the prefill actor redoes the prefill on a new instance
+            lease = yield lease_ev
+            self.alloc.on_crash(lease, lambda _inst: me.interrupt("crash") if me.is_alive else None)
+            start = self.env.now
+            try:
+                yield self.env.timeout(compute_s)
+                break
+            except simpy.Interrupt:
+                ctx.recorder.busy(self.iteration, "generation", "prefill", lease.slots, start, self.env.now)
+                ctx.recorder.count(self.iteration, "generation", retries=1.0)
+                lease_ev = self.alloc.acquire("prefill", ctx.actor, plan.prefill.slots)
+        self.alloc.on_crash(lease, None)
         done_at = self.env.now
         last = done_at
         kvb = ctx.actor.kv_bytes_per_token
@@ -195,8 +206,8 @@ class GenerationPhase:
             _, first = np.unique(groups[idx], return_index=True)
             nbytes = float(shared[idx][first].sum()) * kvb
             self.kv_transfer_bytes += nbytes
-            dst_slots = self.leases[rid].slots if self.leases[rid] is not None else self.specs[rid].slots
-            delay = ctx.cluster.gpu_transfer_s(lease.node, dst_slots[0].node, nbytes)
+            dst_node = self.node_of.get(rid, self.specs[rid].node)  # placed node, or planned if still starting
+            delay = ctx.cluster.gpu_transfer_s(lease.node, dst_node, nbytes)
             last = max(last, done_at + delay)
             self.env.timeout(delay).callbacks.append(lambda _e, r=rid: self._kv_arrived(r))
         if last > self.env.now:

@@ -64,7 +64,8 @@ def role_instance(ctx: RunContext, role: str) -> tuple[ModelSpec, str | None, fl
     if role in ("rollout", "prefill", "actor_logprob"):
         return ctx.actor, None, None
     if role == "reference":
-        return ctx.reference, None, None
+        # frozen weights: their own cache identity, never made stale by the actor's weight updates
+        return ctx.reference, f"{ctx.reference.name}#reference", None
     if role in ("critic", "reward"):
         model = role_model(ctx, role)
         if model is None:
@@ -241,7 +242,9 @@ def _run_inference(ctx: RunContext, i: int, iplan: InferencePlan, work: Inferenc
                 durs = [d * scale for _, d in per_gpu[k : k + len(group)]]
                 k += len(group)
                 for part in _by_node(group):
-                    procs.append(env.process(run_work(env, alloc, rec, i, "inference", rp.role, model, part, max(durs, default=0.0))))
+                    _, key, _ = role_instance(ctx, rp.role)
+                    dur = max(durs, default=0.0)
+                    procs.append(env.process(run_work(env, alloc, rec, i, "inference", rp.role, model, part, dur, model_key=key)))
         if procs:
             yield env.all_of(procs)
     cpu = rec.counters.get((i, "inference"), {}).get("cpu_reward_s", 0.0)

@@ -70,6 +70,10 @@ class ModelSpec:
     tied_embeddings: bool
     bytes_per_param: float = 2.0
     kv_bytes_per_element: float = 2.0
+    # mixture of experts (0 = dense): routed experts per layer, experts each token uses, one expert's MLP width
+    experts: int = 0
+    experts_per_token: int = 0
+    expert_intermediate_size: int = 0
     source: str = ""
 
     @property
@@ -90,6 +94,33 @@ class ModelSpec:
         """Weight bytes read per decode step: all weights, except an untied input embedding (one row is read)."""
         unread = 0.0 if self.tied_embeddings else self.embedding_params
         return (self.params - unread) * self.bytes_per_param
+
+    @property
+    def is_moe(self) -> bool:
+        return self.experts > 0
+
+    @property
+    def expert_params(self) -> float:
+        """Parameters of all routed experts (SwiGLU: gate, up, down), over every layer; 0 when dense."""
+        return float(self.layers * self.experts * 3 * self.hidden_size * self.expert_intermediate_size)
+
+    @property
+    def active_params(self) -> float:
+        """Parameters one token runs through: everything but the experts it is not routed to."""
+        if not self.is_moe:
+            return self.params
+        return self.params - self.expert_params * (1 - self.experts_per_token / self.experts)
+
+    def expert_fraction_touched(self, batch: int) -> float:
+        """Expected share of a layer's experts that b tokens reach (uniform routing, k distinct each)."""
+        if not self.is_moe:
+            return 1.0
+        return 1.0 - (1.0 - self.experts_per_token / self.experts) ** batch
+
+    @property
+    def mlp_active_width(self) -> int:
+        """Width of the MLP activations of one token (dense MLP, or its routed experts together)."""
+        return self.experts_per_token * self.expert_intermediate_size if self.is_moe else self.intermediate_size
 
     @property
     def layer_params(self) -> float:

@@ -44,7 +44,7 @@ class MemoryNeed:
 
 
 def engine_activation_bytes(model: ModelSpec) -> float:
-    return ENGINE_BATCHED_TOKENS * (4 * model.hidden_size + 2 * model.intermediate_size) * 2.0
+    return ENGINE_BATCHED_TOKENS * (4 * model.hidden_size + 2 * model.mlp_active_width) * 2.0
 
 
 def kv_capacity_tokens(model: ModelSpec, gpu: GpuSpec, tp: int, memory_fraction: float) -> int:

@@ -34,7 +34,7 @@ REQUIRED_MODELS = [
 #   Qwen3: no biases, but per-head q_norm and k_norm
 #   Llama: neither
 # A new model family must be added here, so the parameter-count check cannot silently skip it.
-FAMILIES = {"qwen2.5-": "qwen2", "qwen2-": "qwen2", "qwen3-": "qwen3", "llama-": "llama"}
+FAMILIES = {"qwen2.5-": "qwen2", "qwen2-": "qwen2", "qwen3-": "qwen3", "llama-": "llama", "mixtral-": "llama"}
 
 
 def family(name: str) -> str:
@@ -54,7 +54,10 @@ def params_from_architecture(m: ModelSpec) -> int:
         attention += q_out + 2 * kv_out  # q/k/v biases (o_proj has none)
     if fam == "qwen3":
         attention += 2 * m.head_dim  # q_norm, k_norm
-    mlp = 3 * m.hidden_size * m.intermediate_size  # gate, up, down
+    if m.experts:  # routed SwiGLU experts + the router
+        mlp = m.experts * 3 * m.hidden_size * m.expert_intermediate_size + m.hidden_size * m.experts
+    else:
+        mlp = 3 * m.hidden_size * m.intermediate_size  # gate, up, down
     norms = 2 * m.hidden_size  # input_layernorm, post_attention_layernorm
     embeddings = m.vocab_size * m.hidden_size * (1 if m.tied_embeddings else 2)
     return embeddings + m.layers * (attention + mlp + norms) + m.hidden_size  # + final norm

@@ -114,3 +114,20 @@ def test_table_errors_name_file_and_line(tmp_path, text, needle):
     with pytest.raises(TableError, match=needle) as info:
         TableModel(path, load_catalog().gpu("L40S"))
     assert "bad.csv" in str(info.value)
+
+
+def test_moe_decode_reads_only_the_experts_the_batch_reaches():
+    cat = load_catalog()
+    perf = RooflineModel(cat.gpu("H100-SXM"))
+    moe = perf.replica(cat.model("qwen3-30b-a3b"), 1)
+    dense = perf.replica(cat.model("qwen2.5-32b"), 1)
+    m = cat.model("qwen3-30b-a3b")
+    # batch 1: 8 of 128 experts per layer -> far fewer bytes than a dense model of the same size
+    assert moe.decode_coeffs(1).m0 < 0.3 * dense.decode_coeffs(1).m0
+    # a large batch reaches every expert: the whole checkpoint is read
+    full = m.decode_read_bytes / (perf.gpu.hbm_bandwidth_bytes_per_s * perf.params.hbm_efficiency)
+    assert moe.decode_coeffs(512).m0 == pytest.approx(full, rel=1e-3)
+    assert moe.decode_coeffs(1).m0 < moe.decode_coeffs(8).m0 < moe.decode_coeffs(64).m0
+    # FLOPs follow the active parameters
+    assert moe.decode_coeffs(1).c0 == pytest.approx(2 * m.active_params / (perf.gpu.bf16_flops * perf.params.mfu_decode))
+    assert m.active_params == pytest.approx(3.35e9, rel=0.01)  # the model card's 3.3B active

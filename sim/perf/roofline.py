@@ -66,7 +66,7 @@ class RooflineReplica:
         self._cache: dict[int, StepCoeffs] = {}
         flops = tp * gpu.bf16_flops * params.mfu_decode
         bw = tp * gpu.hbm_bandwidth_bytes_per_s * params.hbm_efficiency
-        self._c0_per_seq = 2.0 * model.params / flops
+        self._c0_per_seq = 2.0 * model.active_params / flops
         self._c1 = 4.0 * model.layers * model.heads * model.head_dim / flops
         self._m0 = model.decode_read_bytes / bw
         self._m1 = model.kv_bytes_per_token / bw
@@ -80,6 +80,14 @@ class RooflineReplica:
         else:
             self._ar_bytes_s = 0.0
 
+    def _weights_read_s(self, batch: int) -> float:
+        """Weight bytes read in one step of b sequences: all of them, or for MoE the experts b tokens reach."""
+        m = self.model
+        if not m.is_moe:
+            return self._m0
+        unread_experts = m.expert_params * (1.0 - m.expert_fraction_touched(batch)) * m.bytes_per_param
+        return self._m0 - unread_experts / self._bw
+
     def decode_coeffs(self, batch: int) -> StepCoeffs:
         co = self._cache.get(batch)
         if co is None and self.early_exit is not None:
@@ -88,7 +96,7 @@ class RooflineReplica:
             co = StepCoeffs(
                 c0=self._c0_per_seq * batch,
                 c1=self._c1,
-                m0=self._m0,
+                m0=self._weights_read_s(batch),
                 m1=self._m1,
                 overhead_s=self._fixed_s + self._ar_bytes_s * batch,
             )
@@ -105,8 +113,10 @@ class RooflineReplica:
         bpp = m.bytes_per_param
         other_read = m.decode_read_bytes - block_params * bpp
         other_params = m.params - block_params
-        c0 = (2.0 * (other_params + run * block_params) + f.checks * 2.0 * head_params) * batch / self._flops
-        m0 = (other_read + run * block_params * bpp + f.checks * head_params * bpp) / self._bw
+        block_active = block_params - (m.params - m.active_params)  # MoE: the routed experts actually used
+        block_read = block_params * bpp - (self._m0 - self._weights_read_s(batch)) * self._bw
+        c0 = (2.0 * (other_params + run * block_active) + f.checks * 2.0 * head_params) * batch / self._flops
+        m0 = (other_read + run * block_read + f.checks * head_params * bpp) / self._bw
         layers_s = m.layers * p.layer_overhead_s
         check_launch = p.layer_overhead_s if self.early_exit.check_params > m.hidden_size else 0.0
         overhead = p.step_overhead_s + layers_s * g + f.checks * check_launch
@@ -118,7 +128,7 @@ class RooflineReplica:
         if new_tokens <= 0:
             return 0.0
         m, p = self.model, self.params
-        flops = 2.0 * m.params * new_tokens + 4.0 * m.layers * m.heads * m.head_dim * attention_pairs
+        flops = 2.0 * m.active_params * new_tokens + 4.0 * m.layers * m.heads * m.head_dim * attention_pairs
         compute = flops / (self.tp * self.gpu.bf16_flops * p.mfu_prefill)
         memory = m.decode_read_bytes / (self.tp * self.gpu.hbm_bandwidth_bytes_per_s * p.hbm_efficiency)
         return max(compute, memory) + self._fixed_s + self._ar_bytes_s * new_tokens
@@ -145,7 +155,7 @@ class RooflineModel:
         return rep
 
     def _flops(self, model: ModelSpec, tokens: float, attention_pairs: float) -> float:
-        return 2.0 * model.params * tokens + 4.0 * model.layers * model.heads * model.head_dim * attention_pairs
+        return 2.0 * model.active_params * tokens + 4.0 * model.layers * model.heads * model.head_dim * attention_pairs
 
     def forward_s(self, model: ModelSpec, tokens: float, attention_pairs: float, n_gpus: int, ring_bandwidth_bytes_per_s: float) -> float:
         """Forward-only pass (log-probs, values, rewards) of FSDP-sharded model over n_gpus, data parallel."""
@@ -167,6 +177,7 @@ class RooflineModel:
         # all-gather (forward) + all-gather (backward) + reduce-scatter of gradients, each of the bf16 weights
         comm = 3.0 * self.fsdp_allgather_s(model, n_gpus, ring_bandwidth_bytes_per_s)
         # Adam on the fp32 shard: read/write params, grads, two moments (~32 bytes/param), memory-bound
+        # (every parameter, experts included)
         adam = 32.0 * model.params / n_gpus / (self.gpu.hbm_bandwidth_bytes_per_s * self.params.hbm_efficiency)
         return max(compute, comm) + adam
 

@@ -50,6 +50,7 @@ class GenerationPhase:
         self.specs: list[ReplicaSpec] = []
         self.leases: list = []
         self.node_of: dict[int, int] = {}
+        self.slots_of: dict[int, tuple] = {}
         self.assigned: list[int] = []
         self.finished_on: list[int] = []
         self.backlog: dict[int, list[int]] = {}  # replica index -> samples waiting for it to start
@@ -138,6 +139,7 @@ class GenerationPhase:
         self.replicas[rid] = rep
         self.leases[rid] = lease
         self.node_of[rid] = lease.node  # where the platform actually placed it
+        self.slots_of[rid] = lease.slots
         self.alloc.on_crash(lease, lambda _inst, r=rid: self._crashed(r))
         if rid in self.gated:  # its prefix KV has not arrived yet
             return
@@ -345,10 +347,10 @@ class GenerationPhase:
 
     # ------------------------------------------------------------------ after the phase
     def _record_replica(self, rid: int) -> None:
-        rep, lease = self.replicas[rid], self.leases[rid]
+        rep = self.replicas[rid]
         if rep is None:
             return
-        slots = lease.slots if lease is not None else self.specs[rid].slots
+        slots = self.slots_of[rid]  # the GPUs it actually ran on (its lease may already be returned)
         for start, end in rep.busy_intervals:
             self.ctx.recorder.busy(self.iteration, "generation", "rollout", slots, start, end)
         rep.busy_intervals = []

@@ -392,3 +392,11 @@ def test_one_gpu_cluster_gets_a_decode_actor():
     plan = s.plan_generation(make_view(nodes=1, gpus_per_node=1), make_batch(prompts=4))
     assert len(plan.replicas) >= 1
     assert plan.assignment.max() < len(plan.replicas)
+
+
+def test_queue_slots_turn_an_overfull_actor_into_serial_queues():
+    from sim.schedulers.rlhfless import queue_slots
+
+    lengths, prompts = queue_slots(np.array([100.0, 200, 300, 400, 500]), np.array([10.0, 10, 20, 20, 30]), 2)
+    np.testing.assert_allclose(lengths, [900, 600])  # queue 0: 100 + 300 + 500; queue 1: 200 + 400
+    np.testing.assert_allclose(prompts, [20, 15])

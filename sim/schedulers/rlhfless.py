@@ -159,6 +159,15 @@ def predict_decode_s(rep, lengths: np.ndarray, prompt_tokens: np.ndarray) -> flo
     return total
 
 
+def queue_slots(lengths: np.ndarray, prompts: np.ndarray, slots: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sequences dealt in order to `slots` serial queues: each queue acts as one long sequence."""
+    idx = np.arange(len(lengths)) % slots
+    return (
+        np.bincount(idx, weights=lengths, minlength=slots),
+        np.bincount(idx, weights=prompts, minlength=slots) / np.maximum(np.bincount(idx, minlength=slots), 1),
+    )
+
+
 @register
 class RLHFless(Scheduler):
     name = "rlhfless"
@@ -240,11 +249,19 @@ class RLHFless(Scheduler):
         sample_len = pred[batch.sample_prompt]
         sample_prompt_tokens = batch.prompt_tokens[batch.sample_prompt].astype(np.float64)
         warm = view.warm.get("rollout", 0)
+        kv_tokens = view.kv_capacity_tokens(tp, self.p.gpu_memory_utilization) * (1 - view.kv_watermark)
         times = []
         for a in range(n):
             mask = sample_actor == a
+            lengths, prompts = sample_len[mask], sample_prompt_tokens[mask]
+            # continuous batching keeps at most `slots` sequences running (max_num_seqs, or the KV cache
+            # at the sequences' mean final length); a slot serves its queue back to back
+            mean_final = float(np.mean(lengths + prompts)) if len(lengths) else 1.0
+            slots = int(max(1, min(view.max_num_seqs, kv_tokens // max(mean_final, 1.0))))
+            if len(lengths) > slots:
+                lengths, prompts = queue_slots(lengths, prompts, slots)
             start = 0.0 if a < warm else view.startup_s
-            times.append(start + predict_decode_s(rep, sample_len[mask], sample_prompt_tokens[mask]))
+            times.append(start + predict_decode_s(rep, lengths, prompts))
         return max(times, default=0.0), tp * float(sum(times))
 
     # ------------------------------------------------------------------ plans

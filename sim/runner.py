@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import simpy
@@ -82,7 +82,13 @@ def check_implemented(cfg: ExperimentConfig, deployment: str) -> None:
         raise NotImplementedYet("early_exit: works with perf.model roofline only (a measured table has no per-layer split)")
 
 
-def simulate(cfg: ExperimentConfig, base_dir: Path | str = ".", catalog: Catalog | None = None, run_id: str | None = None) -> RunResult:
+def simulate(
+    cfg: ExperimentConfig,
+    base_dir: Path | str = ".",
+    catalog: Catalog | None = None,
+    run_id: str | None = None,
+    on_iteration: Callable[[int], None] | None = None,
+) -> RunResult:
     """Build, run and collect one experiment config (no `compare`/`sweep` expansion here)."""
     base_dir = Path(base_dir)
     catalog = catalog or load_catalog()
@@ -165,6 +171,8 @@ def simulate(cfg: ExperimentConfig, base_dir: Path | str = ".", catalog: Catalog
     def driver():
         for i in range(cfg.iterations):
             yield from run_iteration(ctx, scheduler, workload, i, view_at)
+            if on_iteration is not None:
+                on_iteration(i)
         if platform is not None:
             platform.shutdown()  # the job is over: its functions are torn down, keep-alive or not
 

@@ -161,6 +161,7 @@ class Task:
     cfg: ExperimentConfig
     base_dir: str
     file: str
+    show_progress: bool = False  # a bar over iterations (a lone run in this process, on a terminal)
 
 
 @dataclass
@@ -183,7 +184,8 @@ def run_task(task: Task) -> TaskResult:
 
     started = time.perf_counter()
     try:
-        result = runner.simulate(task.cfg, task.base_dir, run_id=task.run_id)
+        with IterationBar(task.cfg.iterations, task.run_id, task.show_progress) as bar:
+            result = runner.simulate(task.cfg, task.base_dir, run_id=task.run_id, on_iteration=bar.advance)
         html = run_report_html(result.summary, result.iterations, result.instances, result.activities)
         return TaskResult(task.run_id, result, html, elapsed_s=time.perf_counter() - started)
     except bad_input_types() as exc:
@@ -400,7 +402,8 @@ def run_plan(
     n = workers if workers is not None else default_workers(len(todo))
     try:
         if todo:
-            tasks = [Task(r.run_id, r.cfg, str(base_dir), file) for r in todo]
+            lone = len(todo) == 1 and not quiet and log.console.is_terminal
+            tasks = [Task(r.run_id, r.cfg, str(base_dir), file, show_progress=lone) for r in todo]
             with make_backend(backend, n, ray_address) as be, log:  # pool first: fork before the bar's thread
                 for i, res in be.imap_unordered(run_task, tasks):
                     if isinstance(res, BaseException):  # the worker process itself died
@@ -446,6 +449,35 @@ def write_tables(
 
         write_text_atomic(exp_dir / "report.html", experiment_report_html(plan.name, rows, list(plan.sweep_keys)))
     return rows
+
+
+class IterationBar:
+    """A rich progress bar over the iterations of one run (when asked for: a lone run on a terminal)."""
+
+    def __init__(self, total: int, label: str, enabled: bool):
+        self.total, self.label, self.enabled = total, label, enabled
+        self.progress: Any = None
+
+    def __enter__(self) -> "IterationBar":
+        if self.enabled:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.progress = Progress(
+                TextColumn(f"{self.label}: iterations"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                console=Console(stderr=True), transient=True,
+            )  # fmt: skip
+            self.progress.start()
+            self.bar = self.progress.add_task("iterations", total=self.total)
+        return self
+
+    def advance(self, iteration: int) -> None:
+        if self.progress is not None:
+            self.progress.advance(self.bar)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.stop()
 
 
 class Log:

@@ -8,6 +8,7 @@ the topology, and fires `done` when the last sample has finished.
 from __future__ import annotations
 
 import numpy as np
+import simpy
 
 from sim.engine import Replica, SchedulerActionError, SeqTable
 from sim.memory import InfeasibleError, kv_capacity_tokens
@@ -149,7 +150,9 @@ class GenerationPhase:
         """Give a started replica its samples; one with none returns its function at once."""
         rep = self.replicas[rid]
         seqs = self.backlog.pop(rid, [])
-        if seqs:
+        if seqs and rep.released:  # it ended before its samples could start (a crash)
+            self._deliver(seqs, rep)
+        elif seqs:
             rep.enqueue(seqs)
         elif self.remaining == 0 or self.done.triggered or self.alloc.serverless:
             rep.released = True
@@ -223,6 +226,10 @@ class GenerationPhase:
         """The replica's instance crashed: its unfinished samples restart from scratch on a replacement."""
         rep = self.replicas[rid]
         lost, tokens = rep.fail()
+        lost += self.backlog.pop(rid, [])  # samples still waiting for their prefix KV to arrive here
+        self.gated.discard(rid)
+        for s in lost:  # a prefix KV shipped to the dead replica is lost too: prefill it again
+            self.table.cached_prefix[s] = 0
         self.lost_tokens += tokens
         self.failures += 1
         self.assigned[rid] -= len(lost)
@@ -252,9 +259,26 @@ class GenerationPhase:
         self.assigned[dst.id] += len(seqs)
         delay = self.ctx.cluster.gpu_transfer_s(self.node_of[replica.id], self.node_of[dst.id], nbytes)
         if delay <= 0:
-            dst.enqueue(seqs)
+            self._deliver(seqs, dst)
         else:
-            self.env.timeout(delay).callbacks.append(lambda _ev, d=dst, s=seqs: d.enqueue(s))
+            self.env.timeout(delay).callbacks.append(lambda _ev, d=dst, s=seqs: self._deliver(s, d))
+
+    def _deliver(self, seqs: list[int], dst: Replica) -> None:
+        """Hand migrated samples to their destination; if it has ended meanwhile (its batch finished, or it
+        crashed), to the live replica with the most room, re-prefilled there, or else to a new replica."""
+        if not dst.released:
+            dst.enqueue(seqs)
+            return
+        for s in seqs:  # their KV went to a replica that is gone
+            self.table.kv_ready[s] = False
+        self.assigned[dst.id] -= len(seqs)
+        live = [r for r in self.replicas if r is not None and not r.released]
+        if live:
+            target = max(live, key=lambda r: (r.max_num_seqs - len(r.running) - len(r.waiting), -r.id))
+            self.assigned[target.id] += len(seqs)
+            target.enqueue(seqs)
+        else:
+            self._add_replica(self.specs[dst.id], seqs)
 
     def on_idle(self, replica: Replica) -> None:
         lease = self.leases[replica.id]

@@ -1,0 +1,83 @@
+"""Random configurations across every scheduler, with crashes, small KV caches, early exit and both engine
+modes: a run either refuses its input (bad-input error) or finishes with every sample generated once,
+at full length. Internal errors are bugs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sim.config import ConfigError, validate
+from sim.run import bad_input_types
+from sim.runner import simulate
+
+ROOT = Path(__file__).resolve().parent.parent
+PROFILE = str(ROOT / "traces" / "exit_profiles" / "smollm2-135m-instruct.json")
+
+configs = st.fixed_dictionaries(
+    {
+        "scheduler": st.sampled_from(["verl", "serverless", "rlhfless", "rlhfuse", "oracle"]),
+        "seed": st.integers(0, 50),
+        "iterations": st.integers(1, 2),
+        "model": st.sampled_from(["qwen2.5-0.5b", "qwen2.5-3b", "mixtral-8x7b"]),
+        "reward": st.sampled_from([None, "qwen2.5-0.5b"]),
+        "dataset": st.sampled_from(["gsm8k", "livecodebench"]),
+        "algorithm": st.sampled_from(["grpo", "ppo"]),
+        "prompts": st.sampled_from([1, 4, 16]),
+        "group": st.sampled_from([1, 4]),
+        "max_response": st.sampled_from([128, 1024, 4096]),
+        "nodes": st.integers(1, 2),
+        "gpus": st.sampled_from([1, 2, 4]),
+        "gpu": st.sampled_from(["L40S", "H100-SXM"]),
+        "preset": st.sampled_from(["self-hosted", "runpod"]),
+        "sleep": st.booleans(),
+        "mtbf": st.sampled_from([None, 20.0, 200.0]),
+        "memory": st.sampled_from([None, 0.3]),
+        "max_num_seqs": st.sampled_from([2, 64]),
+        "mode": st.sampled_from(["analytic", "step"]),
+        "early_exit": st.booleans(),
+        "tau": st.sampled_from([0.2, 0.7]),
+    }
+)
+
+
+def raw_config(p: dict) -> dict:
+    raw = {
+        "name": "fuzz", "seed": p["seed"], "iterations": p["iterations"], "model": p["model"], "reward_model": p["reward"],
+        "workload": {"dataset": p["dataset"], "algorithm": p["algorithm"], "prompts_per_iteration": p["prompts"],
+                     "samples_per_prompt": p["group"], "max_response_tokens": p["max_response"]},
+        "cluster": {"nodes": p["nodes"], "gpus_per_node": p["gpus"], "gpu": p["gpu"]},
+        "platform": {"preset": p["preset"], "sleep_idle": p["sleep"], "failures": {"mtbf_s": p["mtbf"]}},
+        "engine": {"gpu_memory_utilization": p["memory"], "max_num_seqs": p["max_num_seqs"], "mode": p["mode"]},
+        "training": {"offload": True},
+        "scheduler": {"name": p["scheduler"], "params": {"tau": p["tau"]} if p["scheduler"] in ("rlhfless", "oracle") else {}},
+    }  # fmt: skip
+    if p["early_exit"]:
+        raw["early_exit"] = {"profile": PROFILE, "policy": "stable", "exit_every": 5, "check": "classifier"}
+    return raw
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(p=configs)
+def test_random_runs_finish_every_sample_or_refuse_the_input(p):
+    try:
+        cfg = validate(raw_config(p), "fuzz")
+    except ConfigError:
+        return
+    try:
+        result = simulate(cfg)
+    except bad_input_types():
+        return  # e.g. a model that does not fit the GPUs given: refused with exit 2 by the CLI
+    baseline = dict(p, scheduler="verl", mtbf=None, mode="analytic", early_exit=False)
+    try:
+        reference = simulate(validate(raw_config(baseline), "fuzz"))
+    except bad_input_types():
+        reference = None
+    for i, (gen, fin) in enumerate(zip(result.generated, result.completion_s)):
+        assert np.all(gen > 0) and np.all(np.isfinite(fin))
+        if reference is not None:  # the workload does not depend on the scheduler, crashes or the engine mode
+            np.testing.assert_array_equal(gen, reference.generated[i])
+    assert result.summary["billed_gpu_s"] >= result.summary["busy_gpu_s"] - 1e-6

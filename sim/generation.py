@@ -57,6 +57,7 @@ class GenerationPhase:
         self.backlog: dict[int, list[int]] = {}  # replica index -> samples waiting for it to start
         self.lost_tokens = 0
         self.failures = 0
+        self.stream = None  # sim.streaming.StreamingInference fed with finished samples, if any
         self.freed: list[tuple[tuple, float, float]] = []  # (GPUs, when, fraction of samples done) per early release
         self.gated: set[int] = set()  # replicas waiting for their prefix KV from the prefill actor
         self.prefill_saved = 0
@@ -245,6 +246,8 @@ class GenerationPhase:
 
     # ------------------------------------------------------------------ listener callbacks (from replicas)
     def on_completed(self, replica: Replica, seqs: list[int]) -> None:
+        if self.stream is not None:
+            self.stream.finished(seqs)
         self.remaining -= len(seqs)
         self.finished_on[replica.id] += len(seqs)
         if self.observe and self.remaining:

@@ -128,6 +128,12 @@ def run_iteration(
         ctx.extras["platform"].keep_alive_s = float(plan.keep_alive_s)
     table = SeqTable(prompt_per_sample.tolist(), resp.tolist(), samples.sample_prompt.tolist())
     gen = GenerationPhase(ctx, i, plan, table, scheduler, lambda: view_at(i))
+    roles = inference_roles(ctx)
+    stream = None
+    if plan.streaming_inference is not None:
+        from sim.streaming import StreamingInference
+
+        stream = gen.stream = StreamingInference(ctx, i, plan.streaming_inference, roles, prompt_per_sample + resp)
     start_prewarm(ctx, plan.prewarm)  # after the rollout functions took their GPUs
     yield gen.done
     gen.finish()
@@ -138,10 +144,14 @@ def run_iteration(
     rollout_tp = max((s.tp for s in plan.replicas), default=1)
 
     # ---------------------------------------------------------------- 2. inference
-    roles = inference_roles(ctx)
     work = InferenceWork(i, roles, prompt_per_sample, resp)
-    iplan = scheduler.plan_inference(view_at(i), work)
-    yield from _run_inference(ctx, i, iplan, work)
+    if stream is not None:  # started on each finished sample: drain what is left
+        stream.close()
+        yield stream.done
+        yield from _cpu_reward(ctx, i, work)
+    else:
+        iplan = scheduler.plan_inference(view_at(i), work)
+        yield from _run_inference(ctx, i, iplan, work)
     t2 = env.now
     rec.windows.append((i, "inference", t1, t2))
 
@@ -213,8 +223,7 @@ def _run_inference(ctx: RunContext, i: int, iplan: InferencePlan, work: Inferenc
     missing = [r for r in work.roles if r not in planned]
     if missing:
         raise ValueError(f"inference plan has no placement for role(s) {missing}")
-    if "reward" not in work.roles:  # rule-based reward on CPU, alongside the GPU roles
-        rec.count(i, "inference", cpu_reward_s=len(work.response_tokens) * RULE_REWARD_S_PER_SAMPLE / RULE_REWARD_CPU_WORKERS)
+
     scale = 1.0
     freed = ctx.extras.pop("freed_gpus", [])
     if iplan.fuse_with_generation and freed and ctx.deployment == "serverful":
@@ -247,9 +256,17 @@ def _run_inference(ctx: RunContext, i: int, iplan: InferencePlan, work: Inferenc
                     procs.append(env.process(run_work(env, alloc, rec, i, "inference", rp.role, model, part, dur, model_key=key)))
         if procs:
             yield env.all_of(procs)
-    cpu = rec.counters.get((i, "inference"), {}).get("cpu_reward_s", 0.0)
+    yield from _cpu_reward(ctx, i, work)
+
+
+def _cpu_reward(ctx: RunContext, i: int, work: InferenceWork) -> Iterator:
+    """A rule-based reward (no reward model) is computed on CPU after the GPU roles, before the advantages."""
+    if "reward" in work.roles:
+        return
+    cpu = len(work.response_tokens) * RULE_REWARD_S_PER_SAMPLE / RULE_REWARD_CPU_WORKERS
+    ctx.recorder.count(i, "inference", cpu_reward_s=cpu)
     if cpu > 0:
-        yield env.timeout(cpu)  # the reward must be known before the advantage computation
+        yield ctx.env.timeout(cpu)
 
 
 def _by_node(slots: tuple[Slot, ...]) -> list[tuple[Slot, ...]]:

@@ -40,6 +40,7 @@ configs = st.fixed_dictionaries(
         "mode": st.sampled_from(["analytic", "step"]),
         "early_exit": st.booleans(),
         "tau": st.sampled_from([0.2, 0.7]),
+        "stream": st.booleans(),
     }
 )
 
@@ -53,7 +54,7 @@ def raw_config(p: dict) -> dict:
         "platform": {"preset": p["preset"], "sleep_idle": p["sleep"], "failures": {"mtbf_s": p["mtbf"]}},
         "engine": {"gpu_memory_utilization": p["memory"], "max_num_seqs": p["max_num_seqs"], "mode": p["mode"]},
         "training": {"offload": True},
-        "scheduler": {"name": p["scheduler"], "params": {"tau": p["tau"]} if p["scheduler"] in ("rlhfless", "oracle") else {}},
+        "scheduler": {"name": p["scheduler"], "params": {"tau": p["tau"], "stream_inference": p["stream"]} if p["scheduler"] in ("rlhfless", "oracle") else {}},
     }  # fmt: skip
     if p["early_exit"]:
         raw["early_exit"] = {"profile": PROFILE, "policy": "stable", "exit_every": 5, "check": "classifier"}

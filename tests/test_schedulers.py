@@ -430,3 +430,40 @@ def test_oracle_costs_no_more_than_rlhfless_within_two_percent(case):
     # still shift cut-and-migrate and cold starts slightly either way
     c = ordering_costs(case)
     assert c["oracle"] <= c["rlhfless"] * 1.02, c
+
+
+# ------------------------------------------------------------------------------------------- streaming inference
+def stream_config(stream: bool, mtbf=None):
+    return config(
+        iterations=2,
+        workload={"dataset": "livecodebench", "prompts_per_iteration": 16, "samples_per_prompt": 4,
+                  "max_response_tokens": 1024, "dataset_prompts": 16},
+        cluster={"nodes": 2, "gpus_per_node": 4, "gpu": "L40S"},
+        platform={"kind": "serverless", "keep_alive_s": 30.0, "sleep_idle": True, "failures": {"mtbf_s": mtbf}},
+        scheduler={"name": "rlhfless", "params": {"stream_inference": stream, "actor_scaling": False, "n_max": 2}},
+    )  # fmt: skip
+
+
+def test_streaming_inference_processes_every_sample_once_per_role_and_shortens_the_inference_phase(recorders):
+    barrier = simulate(stream_config(False))
+    streamed = simulate(stream_config(True))
+    counts = recorders[-1].counters
+    for it in range(2):
+        row = counts[(it, "inference")]
+        for role in ("actor_logprob", "reference"):
+            assert row[f"streamed_{role}"] == 64  # 16 prompts x 4 samples, each exactly once
+    # iteration 0 waits for the streaming functions' cold starts; later iterations overlap almost entirely
+    assert streamed.summary["phases"]["inference"] < 0.75 * barrier.summary["phases"]["inference"]
+    for a, b in zip(streamed.generated, barrier.generated):
+        np.testing.assert_array_equal(a, b)
+    assert overlapping_activities(streamed.activities) == []
+
+
+def test_streaming_inference_survives_crashes_without_losing_samples(recorders):
+    result = simulate(stream_config(True, mtbf=8.0))
+    assert result.summary["failures"] > 0
+    counts = recorders[-1].counters
+    for it in range(2):
+        row = counts[(it, "inference")]
+        assert row["streamed_actor_logprob"] == 64 and row["streamed_reference"] == 64
+    assert overlapping_activities(result.activities) == []

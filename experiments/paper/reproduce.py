@@ -25,7 +25,14 @@ ABLATION = {
     "+prompt assignment": dict(dedup_prefill=True, prompt_assignment=True, actor_scaling=False, cut_and_migrate=True),
     "+actor scaling": dict(dedup_prefill=True, prompt_assignment=True, actor_scaling=True, cut_and_migrate=False),
     "full": dict(dedup_prefill=True, prompt_assignment=True, actor_scaling=True, cut_and_migrate=True),
+    "full + streaming inference": dict(
+        dedup_prefill=True, prompt_assignment=True, actor_scaling=True, cut_and_migrate=True, stream_inference=True
+    ),
 }
+
+
+def ablation_slug(label: str) -> str:
+    return "ablation_" + label.strip("+").replace(" + ", "_").replace(" ", "_")
 
 
 def run(file: Path, out: Path, workers: int, extra: list[str] | None = None) -> None:
@@ -92,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("testbed_grpo", "testbed_ppo", "sensitivity", "large_scale"):
         run(HERE / f"{name}.yaml", out, args.workers)
     for label, params in ABLATION.items():
-        slug = "ablation_" + label.strip("+").replace(" ", "_")
+        slug = ablation_slug(label)
         sets = [f"name={slug}"] + [f"scheduler.params.{k}={str(v).lower()}" for k, v in params.items()]
         run(HERE / "ablation.yaml", out, args.workers, sets)
 
@@ -140,8 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     ab_rows = []
     base_cost = None
     for label in ABLATION:
-        slug = "ablation_" + label.strip("+").replace(" ", "_")
-        d = load(out, slug)
+        d = load(out, ablation_slug(label))
         m = d[d["scheduler"] == "rlhfless"].iloc[0]
         v = d[d["scheduler"] == "verl"].iloc[0]
         base_cost = base_cost or m["steady_cost_per_iteration_usd"]
@@ -162,7 +168,10 @@ def main(argv: list[str] | None = None) -> int:
         + md_table(pd.DataFrame(ab_rows), {**fmt, "prefill_tokens": str, "migrations": str})
         + "\n\nVariants: `none` turns off dedup prefill, prompt assignment (round-robin instead), actor scaling "
         "(every GPU a decode actor) and cut-and-migrate; `+prompt assignment` also turns cut-and-migrate on (the paper "
-        "pairs them); `+actor scaling` keeps cut-and-migrate off to isolate scaling."
+        "pairs them); `+actor scaling` keeps cut-and-migrate off to isolate scaling. `full + streaming inference` "
+        "(not a paper variant; off by default) also runs the inference roles on the GPUs the decode actors leave "
+        "free, fed each sample as it finishes: it hides most of the inference phase and pays for the GPUs that wait "
+        "for samples."
     )
 
     # ---------------------------------------------------------------- sensitivity

@@ -131,6 +131,10 @@ class GenerationPlan:
     prewarm: tuple["Prewarm", ...] = ()
     #: serverless only: keep idle functions of this run warm this long from now on (None: platform default)
     keep_alive_s: float | None = None
+    #: inference that starts on each finished sample: every role placed here takes its GPUs now and is fed
+    #: samples as they finish (plan_inference is then not called this iteration). Its GPUs must not be
+    #: the rollout replicas'.
+    streaming_inference: "InferencePlan | None" = None
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,11 @@ class RLHFlessParams(RolloutParams):
     prewarm: bool = True
     # keep idle functions alive for the shortest step seen so far plus a buffer (rlhfless.md section 5:
     # "shortest step time plus a buffer"; the buffer is not published: assumption)
+    # run the inference roles on the GPUs the decode actors leave free, fed each sample as it finishes.
+    # Whether the paper's preparation functions overlap generation is not stated, so it is off by default
+    # (docs/reproduction.md shows both: streaming buys time and costs the idle GPU-seconds of functions
+    # waiting for samples); it falls back to the barrier when too few GPUs are free
+    stream_inference: bool = False
     keep_alive_from_history: bool = True
     keep_alive_buffer_s: float = Field(30.0, ge=0)
 
@@ -293,10 +298,11 @@ class RLHFless(Scheduler):
         specs, prefill = self.place(view, n, tp, dedup)
         assignment = actor_of_prompt[batch.sample_prompt]
         self._last_specs, self._last_prefill = specs, prefill
+        roles = self._roles(view)
+        stream = self._stream_plan(view, specs, prefill, roles) if p.stream_inference else None
         prewarm: tuple = ()
         if p.prewarm:
-            roles = self._roles(view)
-            layout = self._inference_layout(view, roles)
+            layout = [] if stream is not None else self._inference_layout(view, roles)
             train = self._training_slots(view)
             prewarm = tuple(Prewarm(r, slots) for r, slots in layout) + tuple(
                 Prewarm(f"{m}_trainer", train) for m in (("critic", "actor") if view.algorithm == "ppo" else ("actor",))
@@ -306,8 +312,23 @@ class RLHFless(Scheduler):
             keep = self._shortest_step_s + p.keep_alive_buffer_s
         return GenerationPlan(
             replicas=tuple(specs), assignment=assignment, prefix_dedup=dedup, prefill=prefill,
-            dedup_scope=p.dedup_scope, prewarm=prewarm, keep_alive_s=keep,
+            dedup_scope=p.dedup_scope, prewarm=prewarm, keep_alive_s=keep, streaming_inference=stream,
         )  # fmt: skip
+
+    def _stream_plan(self, view: ClusterView, specs: list[ReplicaSpec], prefill: ReplicaSpec | None, roles: tuple[str, ...]) -> InferencePlan | None:
+        """The inference roles on the GPUs that decode actors and the prefill actor leave free, away from the
+        learner's node first; one data-parallel group per node and role. None when too few GPUs are free."""
+        used = {s for spec in specs for s in spec.slots} | (set(prefill.slots) if prefill is not None else set())
+        free = [Slot(n, g) for n in reversed(self.node_order(view)) for g in range(view.gpus_per_node) if Slot(n, g) not in used]
+        if len(free) < len(roles):
+            return None
+        per_role = len(free) // len(roles)
+        plans = []
+        for k, role in enumerate(roles):
+            mine = free[k * per_role : (k + 1) * per_role]
+            groups = tuple(tuple(s for s in mine if s.node == n) for n in sorted({s.node for s in mine}))
+            plans.append(RolePlan(role, groups))
+        return InferencePlan(roles=tuple(plans), sequential=False)
 
     def _roles(self, view: ClusterView) -> tuple[str, ...]:
         roles = ["actor_logprob", "reference"]

@@ -1,0 +1,114 @@
+"""Inference that starts on each finished sample (design.md section 5), during generation.
+
+When a GenerationPlan carries `streaming_inference`, its role groups take their GPUs when generation
+starts and each finished sample is queued to one group of every role (its assignment, or round-robin).
+A group serves its queue in batches: whatever has arrived is processed as one forward pass (its time from
+the performance model); new samples wait for the next batch. After the last sample is generated, the
+groups drain what is left, and the inference phase ends when every group is done. A crashed instance
+redoes the batch in flight on a new one. Work is only recorded, never lost: each sample is processed once
+by each role.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+import simpy
+
+from sim.runtime import RunContext
+from sim.schedulers.base import InferencePlan, Slot
+
+
+class _Group:
+    """One FSDP group of one role: a queue of finished samples and the process that serves it."""
+
+    def __init__(self, role: str, slots: tuple[Slot, ...]):
+        self.role = role
+        self.slots = slots
+        self.queue: list[int] = []
+        self.wake: simpy.Event | None = None
+        self.done_samples = 0
+
+
+class StreamingInference:
+    def __init__(self, ctx: RunContext, iteration: int, plan: InferencePlan, roles: tuple[str, ...], lengths: np.ndarray):
+        from sim.rlhf import role_instance, role_model  # the roles' models and cache identities
+
+        self.ctx, self.env, self.i = ctx, ctx.env, iteration
+        self.lengths = lengths.astype(np.float64)  # prompt + response per sample
+        self.closing = False
+        planned = {rp.role: rp for rp in plan.roles}
+        missing = [r for r in roles if r not in planned]
+        if missing:
+            raise ValueError(f"streaming inference plan has no placement for role(s) {missing}")
+        self.groups: dict[str, list[_Group]] = {}
+        self.assignment: dict[str, np.ndarray | None] = {}
+        self.procs = []
+        for role in roles:
+            rp = planned[role]
+            model = role_model(ctx, role)
+            _, key, _ = role_instance(ctx, role)
+            self.groups[role] = [_Group(role, tuple(g)) for g in rp.groups]
+            self.assignment[role] = None if rp.assignment is None else np.asarray(rp.assignment, dtype=np.int64)
+            for g in self.groups[role]:
+                self.procs.append(self.env.process(self._serve(g, model, key)))
+        self.done = self.env.all_of(self.procs)
+
+    def finished(self, seqs: list[int]) -> None:
+        """Samples that just finished generating: queue them to one group of every role."""
+        for role, groups in self.groups.items():
+            assign = self.assignment[role]
+            for s in seqs:
+                g = groups[int(assign[s]) if assign is not None else s % len(groups)]
+                g.queue.append(s)
+                if g.wake is not None and not g.wake.triggered:
+                    g.wake.succeed()
+
+    def close(self) -> None:
+        """Generation is over: groups drain their queues and stop."""
+        self.closing = True
+        for groups in self.groups.values():
+            for g in groups:
+                if g.wake is not None and not g.wake.triggered:
+                    g.wake.succeed()
+
+    def _batch_s(self, model, slots: tuple[Slot, ...], batch: list[int]) -> float:
+        mine = self.lengths[batch]
+        ring = self.ctx.cluster.ring_bandwidth_bytes_per_s(sorted({s.node for s in slots}))
+        return self.ctx.perf.forward_s(model, float(mine.sum()), float((mine * mine / 2.0).sum()), len(slots), ring)
+
+    def _serve(self, g: _Group, model, key) -> Iterator:
+        env, rec, alloc = self.env, self.ctx.recorder, self.ctx.extras["alloc"]
+        me = env.active_process
+        lease = None
+        batch: list[int] = []
+        while True:
+            try:
+                if lease is None:
+                    lease = yield alloc.acquire(g.role, model, g.slots, None, key)
+                    alloc.on_crash(lease, lambda _inst: me.interrupt("crash") if me.is_alive else None)
+                if not batch:
+                    if not g.queue:
+                        if self.closing:
+                            break
+                        g.wake = env.event()
+                        yield g.wake
+                        g.wake = None
+                        continue
+                    batch, g.queue = g.queue, []
+                start = env.now
+                try:
+                    yield env.timeout(self._batch_s(model, lease.slots, batch))
+                finally:
+                    rec.busy(self.i, "inference", g.role, lease.slots, start, env.now)
+                g.done_samples += len(batch)
+                rec.count(self.i, "inference", **{f"streamed_{g.role}": float(len(batch))})
+                batch = []
+            except simpy.Interrupt:  # the instance crashed: a new one redoes the batch in flight
+                g.wake = None
+                lease = None
+                if batch:
+                    rec.count(self.i, "inference", retries=1.0)
+        alloc.on_crash(lease, None)
+        alloc.end(lease)

@@ -38,16 +38,16 @@ failed = runs[runs.status != "ok"]
 if len(failed):
     print(f"{len(failed)} runs failed:", *(f"  {r.run_id}: {r.error}" for r in failed.itertuples()), sep="\n")
 ok = runs[runs.status == "ok"].sort_values(["scheduler", "cluster.nodes"])
-ok[["run_id", "scheduler", "cluster.nodes", "gpus", "mean_iteration_s", "total_cost_usd", "utilization"]]
+ok[["run_id", "scheduler", "cluster.nodes", "gpus", "steady_mean_iteration_s", "steady_cost_per_iteration_usd", "utilization"]]
 
 # %% [markdown]
-# Mean iteration time and total cost of the run, one line per scheduler. More GPUs shorten an iteration
-# less than proportionally (the longest rollout and the fixed per-phase costs do not shrink), so the cost
-# of the same work grows with the cluster.
+# Steady-state iteration time and cost per iteration (the second half of the run), one line per scheduler.
+# More GPUs shorten an iteration less than proportionally (the longest rollout and the fixed per-phase
+# costs do not shrink), so the cost of the same work grows with the cluster.
 
 # %%
 long = ok.melt(
-    id_vars=["scheduler", "cluster.nodes"], value_vars=["mean_iteration_s", "total_cost_usd"], var_name="metric"
+    id_vars=["scheduler", "cluster.nodes"], value_vars=["steady_mean_iteration_s", "steady_cost_per_iteration_usd"], var_name="metric"
 )
 fig = px.line(
     long, x="cluster.nodes", y="value", color="scheduler", facet_col="metric", markers=True,

@@ -62,6 +62,7 @@ class GenerationPhase:
         self.gated: set[int] = set()  # replicas waiting for their prefix KV from the prefill actor
         self.prefill_saved = 0
         self.dedup_tokens = 0
+        self.dedup_would: int | None = None  # prompt tokens the replicas would have prefilled without dedup
         self.max_seq_tokens = max((p + t for p, t in zip(table.prompt_tokens, table.target_tokens)), default=1)
         self.kv_transfer_bytes = 0.0
         assignment = np.asarray(plan.assignment, dtype=np.int64)
@@ -221,7 +222,7 @@ class GenerationPhase:
         ctx.recorder.busy(self.iteration, "generation", "prefill", lease.slots, start, self.env.now)
         self.alloc.end(lease)
         self.dedup_tokens = int(tokens)
-        self._dedup_would = would
+        self.dedup_would = would
 
     def _crashed(self, rid: int) -> None:
         """The replica's instance crashed: its unfinished samples restart from scratch on a replacement."""
@@ -409,12 +410,12 @@ class GenerationPhase:
             decode_steps=float(sum(r.steps for r in live)),
         )
         row["peak_decode_batch"] = float(max((r.peak_batch for r in live), default=0))
-        if hasattr(self, "_dedup_would"):
+        if self.dedup_would is not None:
             replica_prompt_prefill = sum(r.prefill_tokens for r in live) - t.recomputed_tokens
             rec.count(
                 self.iteration,
                 "generation",
                 prefill_tokens=float(self.dedup_tokens),
-                prefill_tokens_saved=float(self._dedup_would - self.dedup_tokens - replica_prompt_prefill),
+                prefill_tokens_saved=float(self.dedup_would - self.dedup_tokens - replica_prompt_prefill),
             )
         row["rollout_tp"] = float(max((spec.tp for spec in self.specs), default=0))

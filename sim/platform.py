@@ -14,8 +14,23 @@ from sim.config import BillingConfig
 from sim.schedulers.base import Slot
 
 
+class _OnSlots:
+    """Node and GPU count of something that holds `slots` (whole GPUs of one node)."""
+
+    __slots__ = ()
+    slots: tuple[Slot, ...]
+
+    @property
+    def node(self) -> int:
+        return self.slots[0].node
+
+    @property
+    def gpus(self) -> int:
+        return len(self.slots)
+
+
 @dataclass
-class InstanceRecord:
+class InstanceRecord(_OnSlots):
     """One instance lifetime: GPUs held from `requested_s` (billing from `bill_from_s`) to `released_s`."""
 
     instance_id: str
@@ -29,14 +44,6 @@ class InstanceRecord:
     queued_s: float = 0.0
     load_tier: str = ""
     crashed: bool = False
-
-    @property
-    def node(self) -> int:
-        return self.slots[0].node
-
-    @property
-    def gpus(self) -> int:
-        return len(self.slots)
 
 
 def billed_seconds(duration_s: float, billing: BillingConfig) -> float:
@@ -60,7 +67,7 @@ def serverful_instances(slots: list[Slot], end_s: float, role: str = "colocated"
 DRAM_CACHE_FRACTION = 0.8  # share of a node's host DRAM usable as a weight cache (assumption, docs/model.md)
 
 
-class Instance:
+class Instance(_OnSlots):
     """One serverless function instance: whole GPUs of one node, one role and model."""
 
     __slots__ = (
@@ -84,14 +91,6 @@ class Instance:
         self.crashed = False
         self.load_s = 0.0
         self.tier = ""
-
-    @property
-    def node(self) -> int:
-        return self.slots[0].node
-
-    @property
-    def gpus(self) -> int:
-        return len(self.slots)
 
 
 class ServerlessPlatform:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 from sim.config import ExperimentConfig, validate
@@ -18,3 +22,15 @@ def experiment(base: dict[str, Any], **over: Any) -> ExperimentConfig:
             node = node.setdefault(part, {})
         node[parts[-1]] = value
     return validate(raw, "test")
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    """`python -m sim.run ARGS` from the repository root, as CI runs it."""
+    env = {**os.environ, "CI": "true"}
+    return subprocess.run(
+        [sys.executable, "-m", "sim.run", *map(str, args)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip

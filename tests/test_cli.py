@@ -10,13 +10,14 @@ import csv
 import json
 import os
 import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from sim.config import load_config
+
+from helpers import run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICKSTART = "experiments/quickstart.yaml"
@@ -35,14 +36,6 @@ ITERATION_COLUMNS = [
 INSTANCE_COLUMNS = [
     "instance_id", "role", "node", "gpus", "requested_s", "ready_s", "released_s", "busy_s", "billed_s", "cold_start",
 ]  # fmt: skip
-
-
-def run_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "CI": "true"}
-    return subprocess.run(
-        [sys.executable, "-m", "sim.run", *map(str, args)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
 
 
 def run_all(commands: dict[str, list[str | Path]]) -> dict[str, subprocess.CompletedProcess[str]]:

@@ -13,7 +13,6 @@ import csv
 import importlib
 import importlib.metadata
 import json
-import os
 import re
 import site
 import subprocess
@@ -22,6 +21,8 @@ import sysconfig
 from pathlib import Path
 
 import pytest
+
+from helpers import run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 PLUGIN_DIR = ROOT / "examples" / "plugin_scheduler"
@@ -57,14 +58,6 @@ def plugin_installed() -> None:
         importlib.invalidate_caches()
         site.addsitedir(sysconfig.get_paths()["purelib"])
     assert _installed()
-
-
-def run_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "CI": "true"}
-    return subprocess.run(
-        [sys.executable, "-m", "sim.run", *map(str, args)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------ discovery

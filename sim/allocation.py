@@ -1,6 +1,6 @@
 """How phases get GPUs: one interface over a serverful pool (fixed GPUs) and the serverless platform.
 
-A phase asks `acquire(role, model, slots)` and gets an event that succeeds with a `Lease` (the GPUs to
+A phase asks `acquire(spec, slots)` (a role's FunctionSpec, sim.roles) and gets an event that succeeds with a `Lease` (the GPUs to
 use, and the function instance behind them when serverless). Serverful leases are the exact GPUs the
 scheduler named, granted at once; serverless leases are placed by the platform (the scheduler's node is a
 preference and the number of GPUs the size) and may wait for a queue and a cold start.
@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterator
 
 import simpy
 
+from sim.roles import FunctionSpec
 from sim.runtime import GpuPool, Recorder
 from sim.schedulers.base import Slot
 
@@ -27,6 +28,11 @@ class Lease:
     def node(self) -> int:
         return self.slots[0].node
 
+    @property
+    def owner(self) -> str:
+        """The instance that does the work (serverless), for per-instance busy time; "" when serverful."""
+        return self.instance.instance_id if self.instance is not None else ""
+
 
 class ServerfulAllocator:
     """The fixed GPU pool: leases are the requested GPUs, checked against double booking."""
@@ -37,8 +43,8 @@ class ServerfulAllocator:
         self.env = env
         self.pool = pool
 
-    def acquire(self, role: str, model: Any, slots: tuple[Slot, ...], load_bytes: float | None = None, model_key: str | None = None) -> simpy.Event:
-        self.pool.acquire(slots, role)
+    def acquire(self, spec: FunctionSpec, slots: tuple[Slot, ...]) -> simpy.Event:
+        self.pool.acquire(slots, spec.role)
         ev = self.env.event()
         ev.succeed(Lease(tuple(slots)))
         return ev
@@ -65,10 +71,9 @@ class ServerlessAllocator:
         self.env = env
         self.platform = platform
 
-    def acquire(self, role: str, model: Any, slots: tuple[Slot, ...], load_bytes: float | None = None, model_key: str | None = None) -> simpy.Event:
+    def acquire(self, spec: FunctionSpec, slots: tuple[Slot, ...]) -> simpy.Event:
         node = slots[0].node if slots else None
-        spec = model if model_key is None else _Keyed(model, model_key)
-        inner = self.platform.acquire(role, spec, len(slots), node, load_bytes)
+        inner = self.platform.acquire(spec, node, tuple(slots))
         ev = self.env.event()
 
         def granted(e: simpy.Event) -> None:
@@ -95,33 +100,19 @@ class ServerlessAllocator:
         self.platform.retire(lease.instance)
 
 
-class _Keyed:
-    """A model spec seen under another cache/warm-pool key (e.g. a trainer's weights + optimizer state)."""
-
-    def __init__(self, model: Any, key: str):
-        self._model = model
-        self.name = key
-
-    def __getattr__(self, item: str) -> Any:
-        return getattr(self._model, item)
-
-
 def run_work(
     env: simpy.Environment,
     alloc: Any,
     rec: Recorder,
     iteration: int,
     phase: str,
-    role: str,
-    model: Any,
+    spec: FunctionSpec,
     slots: tuple[Slot, ...],
     duration_s: float,
-    load_bytes: float | None = None,
-    model_key: str | None = None,
 ) -> Iterator:
     """Acquire, run `duration_s` of work, release to keep-alive; on a crash, start over on a new instance."""
     while True:
-        lease = yield alloc.acquire(role, model, slots, load_bytes, model_key)
+        lease = yield alloc.acquire(spec, slots)
         me = env.active_process
         alloc.on_crash(lease, lambda _inst, p=me: p.interrupt("crash") if p.is_alive else None)
         start = env.now
@@ -129,10 +120,10 @@ def run_work(
             if duration_s > 0:
                 yield env.timeout(duration_s)
         except simpy.Interrupt:
-            rec.busy(iteration, phase, role, lease.slots, start, env.now)
+            rec.busy(iteration, phase, spec.role, lease.slots, start, env.now, lease.owner)
             rec.count(iteration, phase, retries=1.0)
             continue
         alloc.on_crash(lease, None)
-        rec.busy(iteration, phase, role, lease.slots, start, env.now)
+        rec.busy(iteration, phase, spec.role, lease.slots, start, env.now, lease.owner)
         alloc.end(lease)
         return lease

@@ -95,18 +95,24 @@ class PlatformConfig(Strict):
         "serverless", description="deployment for schedulers that can run either way; built-ins fix their own (verl, rlhfuse: serverful)"
     )
     preset: str | None = Field(None, description="a key of workloads/platforms.yaml whose values are defaults for this section (docs/platforms.md)")
-    keep_alive_s: float = Field(60.0, ge=0, description="an idle function instance stays warm (billed) this long before release")
+    gpu_sharing: Literal["memory", "exclusive"] = Field(
+        "memory",
+        description="how function instances hold GPUs: memory = several of the job's instances resident on a GPU while their memory fits, one computing at a time (self-hosted: Ray + vLLM sleep mode + FSDP offload, as the RLHFless testbed); exclusive = whole GPUs per instance (hosted functions: Modal, RunPod)",
+    )
+    keep_alive_s: float = Field(60.0, ge=0, description="an idle function instance is kept (resident or asleep) this long before release")
     cold_start: ColdStartConfig = Field(ColdStartConfig(), description="cold-start costs of a function instance")
     billing: BillingConfig = Field(BillingConfig(), description="how instance time is billed")
     failures: FailureConfig = Field(FailureConfig(), description="function instance failures")
     storage: StorageConfig = Field(StorageConfig(), description="weight-load bandwidths of the ssd and remote tiers")
-    #: idle instances go to sleep instead of holding their GPUs: GPUs are freed (not billed), the process
-    #: and its weights stay in host memory, and a later request wakes it by reloading the weights from
-    #: DRAM over PCIe plus `wake_s` (vLLM sleep mode / GPU-snapshot style warm pools)
+    #: idle instances go to sleep at once instead of staying resident: their GPU memory is freed (not
+    #: billed), the process and its state stay in host memory, and a later request wakes it by copying the
+    #: state back over PCIe plus `wake_s` (vLLM sleep mode / GPU-snapshot style warm pools). With memory
+    #: sharing an idle instance also sleeps whenever another needs its memory; exclusive GPUs sleep only
+    #: with this switch
     sleep_idle: bool = Field(
-        False, description="idle instances sleep in host memory instead of holding GPUs: not billed, woken in wake_s + a DRAM reload"
+        False, description="idle instances sleep in host memory at once instead of staying resident: not billed, woken in wake_s + a copy back over PCIe"
     )
-    wake_s: float = Field(1.0, ge=0, description="fixed cost of waking a sleeping instance (assumption, docs/platforms.md)")
+    wake_s: float = Field(1.0, ge=0, description="fixed cost of waking a sleeping instance, besides copying its state back (assumption, docs/platforms.md)")
     price_usd_per_gpu_hour: float | None = Field(None, ge=0, description="overrides the GPU catalog's on-demand price")
     prices_usd_per_gpu_hour: dict[str, float] = Field(
         default_factory=dict, description="per GPU type (a preset's price list); price_usd_per_gpu_hour wins"

@@ -46,12 +46,13 @@ class GenerationPhase:
         self.observe = scheduler.observes_generation and type(scheduler).on_generation_event is not Scheduler.on_generation_event
         self.done = self.env.event()
         self.remaining = len(table)
-        self.alloc = ctx.extras["alloc"]
+        self.alloc = ctx.alloc
         self.replicas: list[Replica | None] = []  # None while its instance is starting
         self.specs: list[ReplicaSpec] = []
         self.leases: list = []
         self.node_of: dict[int, int] = {}
         self.slots_of: dict[int, tuple] = {}
+        self.owner_of: dict[int, str] = {}
         self.assigned: list[int] = []
         self.finished_on: list[int] = []
         self.backlog: dict[int, list[int]] = {}  # replica index -> samples waiting for it to start
@@ -83,11 +84,15 @@ class GenerationPhase:
         if plan.prefix_dedup:
             if plan.prefill is None:
                 raise SchedulerActionError("prefix_dedup needs a prefill actor placement (plan.prefill)")
-            lease_ev = self.alloc.acquire("prefill", ctx.actor, plan.prefill.slots)  # now, before any pre-warm
+            lease_ev = self.alloc.acquire(self._prefill_spec(plan.prefill), plan.prefill.slots)  # now, before any pre-warm
             per_replica = [order[bounds[r] : bounds[r + 1]] for r in range(len(plan.replicas))]
             self.env.process(self._dedup_prefill(plan, per_replica, lease_ev))
 
     # ------------------------------------------------------------------ replicas
+    def _prefill_spec(self, spec: ReplicaSpec):
+        fraction = self.ctx.cfg.engine.gpu_memory_utilization or spec.gpu_memory_utilization
+        return self.ctx.roles.spec("prefill", spec.tp, None, fraction)
+
     def _capacity(self, spec: ReplicaSpec) -> tuple[int, int, float]:
         ctx = self.ctx
         cfg = ctx.cfg.engine
@@ -115,7 +120,8 @@ class GenerationPhase:
         self.assigned.append(len(seqs))
         self.finished_on.append(0)
         self.backlog[rid] = list(seqs)
-        ev = self.alloc.acquire("rollout", self.ctx.actor, spec.slots)
+        fraction = self.ctx.cfg.engine.gpu_memory_utilization or spec.gpu_memory_utilization
+        ev = self.alloc.acquire(self.ctx.roles.spec("rollout", spec.tp, None, fraction), spec.slots)
         if ev.triggered:
             self._start_replica(rid, ev.value, capacity, watermark)
         else:
@@ -143,6 +149,7 @@ class GenerationPhase:
         self.leases[rid] = lease
         self.node_of[rid] = lease.node  # where the platform actually placed it
         self.slots_of[rid] = lease.slots
+        self.owner_of[rid] = lease.owner
         self.alloc.on_crash(lease, lambda _inst, r=rid: self._crashed(r))
         if rid in self.gated:  # its prefix KV has not arrived yet
             return
@@ -199,9 +206,9 @@ class GenerationPhase:
                 yield self.env.timeout(compute_s)
                 break
             except simpy.Interrupt:
-                ctx.recorder.busy(self.iteration, "generation", "prefill", lease.slots, start, self.env.now)
+                ctx.recorder.busy(self.iteration, "generation", "prefill", lease.slots, start, self.env.now, lease.owner)
                 ctx.recorder.count(self.iteration, "generation", retries=1.0)
-                lease_ev = self.alloc.acquire("prefill", ctx.actor, plan.prefill.slots)
+                lease_ev = self.alloc.acquire(self._prefill_spec(plan.prefill), plan.prefill.slots)
         self.alloc.on_crash(lease, None)
         done_at = self.env.now
         last = done_at
@@ -219,7 +226,7 @@ class GenerationPhase:
             self.env.timeout(delay).callbacks.append(lambda _e, r=rid: self._kv_arrived(r))
         if last > self.env.now:
             yield self.env.timeout(last - self.env.now)
-        ctx.recorder.busy(self.iteration, "generation", "prefill", lease.slots, start, self.env.now)
+        ctx.recorder.busy(self.iteration, "generation", "prefill", lease.slots, start, self.env.now, lease.owner)
         self.alloc.end(lease)
         self.dedup_tokens = int(tokens)
         self.dedup_would = would
@@ -380,7 +387,7 @@ class GenerationPhase:
             return
         slots = self.slots_of[rid]  # the GPUs it actually ran on (its lease may already be returned)
         for start, end in rep.busy_intervals:
-            self.ctx.recorder.busy(self.iteration, "generation", "rollout", slots, start, end)
+            self.ctx.recorder.busy(self.iteration, "generation", "rollout", slots, start, end, self.owner_of[rid])
         rep.busy_intervals = []
         self.ctx.recorder.engine_events += rep.events
         rep.events = 0

@@ -20,6 +20,10 @@ ENGINE_RESERVE_BYTES = 1.5e9
 #: prefill activations an engine keeps room for: max_num_batched_tokens (vLLM/verl default 8192)
 ENGINE_BATCHED_TOKENS = 8192
 ADAM_BYTES_PER_PARAM = 16.0
+#: what restoring a trainer reads: fp32 master weights and two fp32 Adam moments; bf16 weights are cast
+#: from the master copy and gradients are recomputed (ZeRO, Rajbhandari et al. 2020, arXiv 1910.02054:
+#: 2 + 2 + 12 bytes per parameter, of which the 12 are optimizer state)
+CHECKPOINT_BYTES_PER_PARAM = 12.0
 
 
 class InfeasibleError(ValueError):
@@ -56,6 +60,20 @@ def kv_capacity_tokens(model: ModelSpec, gpu: GpuSpec, tp: int, memory_fraction:
 
 def fsdp_state_bytes(model: ModelSpec, n_gpus: int) -> float:
     return ADAM_BYTES_PER_PARAM * model.params / n_gpus
+
+
+def forward_peak_bytes(model: ModelSpec, n_gpus: int, micro_batch_tokens: int, vocab_logits: bool = True) -> float:
+    """Peak bytes on one GPU of a forward-only FSDP pass (log-probs, values, reward) over n_gpus.
+
+    Its shard of the bf16 weights, two gathered layers, one layer's activations of a micro-batch (no
+    backward: nothing is kept across layers) and the output: full-vocabulary logits for log-probs, one
+    value per token for a critic or reward head.
+    """
+    shard = model.weight_bytes / n_gpus
+    gathered = 2 * model.layer_params * model.bytes_per_param
+    activations = micro_batch_tokens * 34.0 * model.hidden_size
+    logits = micro_batch_tokens * (model.vocab_size if vocab_logits else 1) * 2.0
+    return shard + gathered + activations + logits
 
 
 def training_peak_bytes(model: ModelSpec, n_gpus: int, micro_batch_tokens: int, checkpointing: bool, offload: bool) -> float:

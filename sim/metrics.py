@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from sim.platform import InstanceRecord, billed_seconds
+from sim.billing import BilledInterval, InstanceRecord, billed_seconds, lifetime_intervals
 from sim.runtime import Recorder
 
 ITERATION_COLUMNS = [
@@ -23,8 +23,8 @@ ITERATION_COLUMNS = [
     "preemptions", "migrations",
 ]  # fmt: skip
 INSTANCE_COLUMNS = [
-    "instance_id", "role", "node", "gpus", "requested_s", "ready_s", "released_s", "busy_s", "billed_s", "billed_gpu_s",
-    "cold_start", "queued_s", "load_tier", "crashed",
+    "instance_id", "role", "node", "gpus", "requested_s", "ready_s", "released_s", "busy_s", "resident_s", "billed_s",
+    "billed_gpu_s", "cold_start", "wakes", "queued_s", "load_tier", "crashed",
 ]  # fmt: skip
 
 
@@ -33,43 +33,52 @@ def _overlap(a0: np.ndarray, a1: np.ndarray, w0: float, w1: float) -> np.ndarray
 
 
 def build_tables(
-    rec: Recorder, instances: list[InstanceRecord], billing, price_usd_per_gpu_s: float
+    rec: Recorder,
+    instances: list[InstanceRecord],
+    billing,
+    price_usd_per_gpu_s: float,
+    billed: list[BilledInterval] | None = None,
+    by_owner: bool = False,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Rows of iterations.csv and instances.csv."""
+    """Rows of iterations.csv and instances.csv.
+
+    `billed` are the billed intervals (default: one per instance lifetime); with `by_owner`, an instance's
+    busy time is that of the activities it did (serverless: several instances may share a GPU).
+    """
     acts = rec.activities
+    billed = billed if billed is not None else lifetime_intervals(instances)
     a0 = np.array([a.start_s for a in acts], dtype=np.float64)
     a1 = np.array([a.end_s for a in acts], dtype=np.float64)
     an = np.array([len(a.slots) for a in acts], dtype=np.float64)
-    b0 = np.array([inst.bill_from_s for inst in instances], dtype=np.float64)
-    b1 = np.array([inst.released_s for inst in instances], dtype=np.float64)
-    bn = np.array([inst.gpus for inst in instances], dtype=np.float64)
+    b0 = np.array([b.start_s for b in billed], dtype=np.float64)
+    b1 = np.array([b.end_s for b in billed], dtype=np.float64)
+    bn = np.array([b.gpus for b in billed], dtype=np.float64)
     ready = np.array([inst.ready_s for inst in instances], dtype=np.float64)
     cold = np.array([inst.cold_start for inst in instances], dtype=bool)
-    # rounding surplus per instance, charged at release
-    billed_inst = np.array([billed_seconds(inst.released_s - inst.bill_from_s, billing) for inst in instances], dtype=np.float64)
-    surplus = (billed_inst - (b1 - b0)) * bn
+    # rounding surplus per billed interval, charged at its end
+    surplus = (np.array([billed_seconds(b.end_s - b.start_s, billing) for b in billed], dtype=np.float64) - (b1 - b0)) * bn
 
     rows = []
     windows = sorted(rec.windows, key=lambda w: (w[2], PHASE_ORDER.get(w[1], 9)))
     ends = np.array([w[3] for w in windows], dtype=np.float64)
-    if windows and instances:
+    if windows and billed:
         # billed time outside every window (an instance held past the last phase, e.g. kept warm) is
         # charged at release too, so that the rows still add up to every billed GPU-second
         first, last = float(windows[0][2]), float(ends.max())
         surplus = surplus + (np.clip(b1 - np.maximum(b0, last), 0.0, None) + np.clip(np.minimum(b1, first) - b0, 0.0, None)) * bn
     release_window = np.clip(np.searchsorted(ends, b1, side="left"), 0, max(len(windows) - 1, 0))
-    surplus_by_window = np.bincount(release_window, weights=surplus, minlength=len(windows)) if instances else np.zeros(len(windows))
+    surplus_by_window = np.bincount(release_window, weights=surplus, minlength=len(windows)) if billed else np.zeros(len(windows))
     for idx, (it, phase, w0, w1) in enumerate(windows):
         busy = float((_overlap(a0, a1, w0, w1) * an).sum()) if acts else 0.0
-        billed = float((_overlap(b0, b1, w0, w1) * bn).sum()) if instances else 0.0
-        billed += float(surplus_by_window[idx])
+        billed_w = float((_overlap(b0, b1, w0, w1) * bn).sum()) if billed else 0.0
+        billed_w += float(surplus_by_window[idx])
         participating = set()
         for a, o in zip(acts, _overlap(a0, a1, w0, w1) if acts else []):
             if o > 0:
                 participating.update(a.slots)
         dur = w1 - w0
         within = max(0.0, len(participating) * dur - busy)
-        idle = max(0.0, billed - busy)
+        idle = max(0.0, billed_w - busy)
         counts = rec.counters.get((it, phase), {})
         rows.append(
             {
@@ -79,11 +88,11 @@ def build_tables(
                 "end_s": float(w1),
                 "duration_s": float(dur),
                 "busy_gpu_s": busy,
-                "billed_gpu_s": billed,
+                "billed_gpu_s": billed_w,
                 "idle_gpu_s": idle,
                 "idle_within_phase_gpu_s": min(within, idle),
                 "idle_between_phases_gpu_s": max(0.0, idle - min(within, idle)),
-                "cost_usd": billed * price_usd_per_gpu_s,
+                "cost_usd": billed_w * price_usd_per_gpu_s,
                 "cold_starts": int(((ready > w0) & (ready <= w1) & cold).sum()) if instances else 0,
                 "tokens": int(counts.get("tokens", 0)) if phase == "generation" else 0,
                 "prefill_tokens": int(counts.get("prefill_tokens", 0)),
@@ -92,19 +101,29 @@ def build_tables(
             }
         )
 
-    # per GPU: the indices of the activities that used it (an instance's busy time is its busiest GPU's
-    # work inside the instance's lifetime; a GPU may host several instances one after another)
-    acts_by_slot: dict[Any, list[int]] = defaultdict(list)
+    # per GPU (or per owning instance): the indices of its activities. An instance's busy time is its busiest
+    # GPU's work inside the instance's lifetime; serverful GPUs host one instance after another
+    acts_by: dict[Any, list[int]] = defaultdict(list)
     for k, a in enumerate(acts):
-        for s in a.slots:
-            acts_by_slot[s].append(k)
+        if by_owner:
+            acts_by[a.owner].append(k)
+        else:
+            for s in a.slots:
+                acts_by[s].append(k)
     inst_rows = []
-    for inst, billed_s in zip(instances, billed_inst):
+    for inst in instances:
         busy_s = 0.0
         for s in inst.slots:
-            idx = acts_by_slot.get(s)
+            idx = acts_by.get(inst.instance_id if by_owner else s)
             if idx:
                 busy_s = max(busy_s, float(_overlap(a0[idx], a1[idx], inst.requested_s, inst.released_s).sum()))
+            if by_owner:
+                break
+        if inst.billed_gpu_s is not None:
+            billed_gpu = float(inst.billed_gpu_s)
+        else:
+            billed_gpu = billed_seconds(inst.released_s - inst.bill_from_s, billing) * inst.gpus
+        resident = inst.resident_s if inst.resident_s is not None else inst.released_s - inst.bill_from_s
         inst_rows.append(
             {
                 "instance_id": inst.instance_id,
@@ -115,9 +134,11 @@ def build_tables(
                 "ready_s": float(inst.ready_s),
                 "released_s": float(inst.released_s),
                 "busy_s": min(busy_s, inst.released_s - inst.requested_s),
-                "billed_s": float(billed_s),
-                "billed_gpu_s": float(billed_s) * inst.gpus,
+                "resident_s": float(resident),
+                "billed_s": billed_gpu / inst.gpus,
+                "billed_gpu_s": billed_gpu,
                 "cold_start": bool(inst.cold_start),
+                "wakes": int(inst.wakes),
                 "queued_s": float(inst.queued_s),
                 "load_tier": inst.load_tier,
                 "crashed": bool(inst.crashed),
@@ -126,7 +147,7 @@ def build_tables(
     return rows, inst_rows
 
 
-PHASE_ORDER = {"generation": 0, "inference": 1, "training": 2, "weight_sync": 3}
+PHASE_ORDER = {"startup": -1, "generation": 0, "inference": 1, "training": 2, "weight_sync": 3}
 
 
 def summarize(
@@ -147,10 +168,14 @@ def summarize(
         starts[r["iteration"]] = min(starts[r["iteration"]], r["start_s"])
         ends[r["iteration"]] = max(ends[r["iteration"]], r["end_s"])
     iter_s = [ends[i] - starts[i] for i in sorted(ends)]
-    # steady state: the second half of the run's iterations (after cold starts and warm-up of predictors)
-    steady = sorted(ends)[len(ends) // 2 :]
-    steady_cost = [sum(r["cost_usd"] for r in rows if r["iteration"] == i) for i in steady]
-    steady_gpu_s = [sum(r["billed_gpu_s"] for r in rows if r["iteration"] == i) for i in steady]
+    # steady state: the second half of the run's iterations (after start-up and the warm-up of length
+    # predictors), never the first iteration when there are more; start-up windows are left out
+    order = sorted(ends)
+    steady = order[max(1, len(order) // 2) :] if len(order) > 1 else order
+    work = [r for r in rows if r["phase"] != "startup"]
+    steady_s = [sum(r["duration_s"] for r in work if r["iteration"] == i) for i in steady]
+    steady_cost = [sum(r["cost_usd"] for r in work if r["iteration"] == i) for i in steady]
+    steady_gpu_s = [sum(r["billed_gpu_s"] for r in work if r["iteration"] == i) for i in steady]
     gen_counts: dict[str, list[float]] = {"replicas": [], "rollout_tp": []}
     for (_, phase), counts in sorted(rec.counters.items()):
         if phase == "generation":
@@ -160,7 +185,8 @@ def summarize(
     summary = {
         **{k: meta[k] for k in ("name", "run_id", "scheduler", "deployment", "seed", "iterations")},
         "mean_iteration_s": float(np.mean(iter_s)) if iter_s else 0.0,
-        "steady_mean_iteration_s": float(np.mean([ends[i] - starts[i] for i in steady])) if steady else 0.0,
+        "startup_s": startup_seconds(rows, rec),
+        "steady_mean_iteration_s": float(np.mean(steady_s)) if steady else 0.0,
         "steady_cost_per_iteration_usd": float(np.mean(steady_cost)) if steady else 0.0,
         "steady_billed_gpu_s_per_iteration": float(np.mean(steady_gpu_s)) if steady else 0.0,
         "total_time_s": total_time,
@@ -191,6 +217,25 @@ def summarize(
         "engine_events": rec.engine_events,
     }
     return summary
+
+
+def startup_seconds(rows: list[dict[str, Any]], rec: Recorder) -> float:
+    """Time the job spent starting before work could begin: a serverful job's start-up window, plus, for
+    each phase of the first iteration, the wait from the phase's start to its first GPU work (serverless
+    functions cold-starting or queued on the critical path)."""
+    first_work: dict[str, float] = {}
+    for a in rec.activities:
+        if a.iteration == 0 and a.start_s < first_work.get(a.phase, float("inf")):
+            first_work[a.phase] = a.start_s
+    total = 0.0
+    for r in rows:
+        if r["iteration"] != 0:
+            continue
+        if r["phase"] == "startup":
+            total += r["duration_s"]
+        elif r["phase"] in first_work:
+            total += max(0.0, min(first_work[r["phase"]], r["end_s"]) - r["start_s"])
+    return total
 
 
 def _mean_decode_batch(rec: Recorder) -> float:

@@ -1,24 +1,76 @@
-"""Where GPUs come from and how they are billed: instance lifetimes and the billing ledger.
+"""The serverless platform: function instances on GPUs, their cold starts, sleep, wake, keep-alive and bill.
 
-Serverful (this module's core part): a fixed set of GPUs is held from the start to the end of the run
-and every GPU is billed for the whole wall time, busy or idle, as one instance per GPU. Billing rounds an
-instance's billed time up to `billing.granularity_s` and to at least `billing.minimum_s`.
+An instance is `loading -> busy <-> idle -> (asleep <-> loading) -> released` (or crashed). How instances
+hold GPUs is `platform.gpu_sharing`:
+- `exclusive` (hosted functions, Modal- or RunPod-like): an instance owns whole GPUs of one node;
+- `memory` (self-hosted, as the RLHFless testbed: Ray actors with fractional GPUs, vLLM sleep mode,
+  FSDP offload): several instances of the job are resident on a GPU while their memory fits, only one
+  computes at a time (a work request claims its GPUs' compute), and an idle one is put to sleep (its
+  state copied to host DRAM, KV dropped) when another needs the room, or released when the host is full
+  too, least recently used first.
+A request is served, in this order, by a resident idle instance (at once), a pre-warm still loading, a
+sleeping instance (a wake: `wake_s` + the state back over PCIe; no container, no engine init, no storage
+read), or a cold start (container + storage read into host DRAM + copy to the GPUs + engine init); else
+it waits in a FIFO queue. Concurrent loads on a node share its storage, network and PCIe links
+(`sim.transfers`); concurrent reads of the same weights on one node are one read. Every state change is
+one instance event: nothing here runs per decode step. Billing: sim.billing.
 """
 
 from __future__ import annotations
 
-import math
+from collections import OrderedDict
 from dataclasses import dataclass
 
-from sim.config import BillingConfig
+import simpy
+
+from sim.billing import BilledInterval, InstanceRecord, exclusive_intervals, shared_intervals
+from sim.memory import InfeasibleError
+from sim.roles import FunctionSpec
 from sim.schedulers.base import Slot
+from sim.transfers import TransferPool
+
+DRAM_CACHE_FRACTION = 0.8  # share of a node's host DRAM usable for cached weights and sleepers (assumption, docs/model.md)
+_EPS_BYTES = 1.0
 
 
-class _OnSlots:
-    """Node and GPU count of something that holds `slots` (whole GPUs of one node)."""
+class Instance:
+    """One function instance: a role's spec on GPUs of one node, with its resident periods."""
 
-    __slots__ = ()
-    slots: tuple[Slot, ...]
+    __slots__ = (
+        "instance_id", "spec", "slots", "state", "requested_s", "placed_s", "ready_s", "released_s", "cold_start",
+        "tier", "load_s", "busy_s", "busy_since", "periods", "idle_since", "token", "on_crash", "crashed", "version",
+        "wakes", "claimed", "reserved", "waiting", "work",
+    )  # fmt: skip
+
+    def __init__(self, instance_id: str, spec: FunctionSpec, slots: tuple[Slot, ...], requested_s: float):
+        self.instance_id, self.spec, self.slots = instance_id, spec, slots
+        self.state = "loading"
+        self.requested_s = self.placed_s = requested_s
+        self.ready_s = self.released_s = float("nan")
+        self.cold_start = True
+        self.tier = ""
+        self.load_s = 0.0
+        self.busy_s = 0.0
+        self.busy_since: float | None = None
+        self.periods: list[list] = []  # [slots, start, ready, end] per resident period
+        self.idle_since = 0.0
+        self.token = 0  # bumped at every idle period (keep-alive timers check it)
+        self.on_crash = None
+        self.crashed = False
+        self.version = 0  # version of the trained weights it holds (spec.tracks)
+        self.wakes = 0
+        self.claimed = False  # requested for work: it computes once ready
+        self.reserved = False  # chosen by a pre-warm for a later request
+        self.waiting: simpy.Event | None = None  # the work request it will serve when ready
+        self.work: list[tuple[float, float]] = []  # busy intervals (billing charges a shared GPU to its worker)
+
+    @property
+    def role(self) -> str:
+        return self.spec.role
+
+    @property
+    def model(self) -> str:
+        return self.spec.key
 
     @property
     def node(self) -> int:
@@ -30,317 +82,536 @@ class _OnSlots:
 
 
 @dataclass
-class InstanceRecord(_OnSlots):
-    """One instance lifetime: GPUs held from `requested_s` (billing from `bill_from_s`) to `released_s`."""
-
-    instance_id: str
-    role: str
+class _Request:
+    event: simpy.Event | None  # None: a pre-warm
+    spec: FunctionSpec
+    node: int | None
     slots: tuple[Slot, ...]
-    requested_s: float
-    ready_s: float
-    released_s: float
-    bill_from_s: float
-    cold_start: bool = False
-    queued_s: float = 0.0
-    load_tier: str = ""
-    crashed: bool = False
-
-
-def billed_seconds(duration_s: float, billing: BillingConfig) -> float:
-    """Billed time for one instance lifetime: rounded up to the granularity, at least the minimum."""
-    if duration_s <= 0:
-        return billing.minimum_s
-    units = math.ceil(duration_s / billing.granularity_s - 1e-9)
-    return max(billing.minimum_s, units * billing.granularity_s)
-
-
-def serverful_instances(slots: list[Slot], end_s: float, role: str = "colocated") -> list[InstanceRecord]:
-    """Every GPU held for the whole run."""
-    return [
-        InstanceRecord(f"gpu-n{s.node}g{s.gpu}", role, (s,), 0.0, 0.0, end_s, 0.0, cold_start=False) for s in slots
-    ]
-
-
-# =============================================================================================== serverless
-# Lifecycle: requested -> (queued) -> cold_starting -> warm_idle <-> busy -> released (or crashed).
-
-DRAM_CACHE_FRACTION = 0.8  # share of a node's host DRAM usable as a weight cache (assumption, docs/model.md)
-
-
-class Instance(_OnSlots):
-    """One serverless function instance: whole GPUs of one node, one role and model."""
-
-    __slots__ = (
-        "instance_id", "role", "model", "slots", "state", "requested_s", "placed_s", "ready_s", "released_s",
-        "bill_from_s", "cold_start", "busy_s", "busy_since", "idle_token", "on_crash", "crashed", "load_s", "tier",
-    )  # fmt: skip
-
-    def __init__(self, instance_id: str, role: str, model: str, slots: tuple[Slot, ...], requested_s: float):
-        self.instance_id, self.role, self.model, self.slots = instance_id, role, model, slots
-        self.state = "cold_starting"
-        self.requested_s = requested_s
-        self.placed_s = requested_s
-        self.ready_s = float("nan")
-        self.released_s = float("nan")
-        self.bill_from_s = requested_s
-        self.cold_start = True
-        self.busy_s = 0.0
-        self.busy_since: float | None = None
-        self.idle_token = 0
-        self.on_crash = None
-        self.crashed = False
-        self.load_s = 0.0
-        self.tier = ""
+    asked_s: float
+    deadline_s: float = float("inf")
 
 
 class ServerlessPlatform:
-    """Places, cold-starts, keeps warm, bills and (optionally) crashes function instances.
+    """Places, starts, keeps, sleeps, wakes, bills and (optionally) crashes function instances."""
 
-    Placement (default policy): a warm idle instance of the same role, model and size is reused, on the
-    preferred node if there is one there, else anywhere; otherwise a cold start on the preferred node if
-    it has room, else on the nearest node with room; otherwise idle warm instances are evicted (least
-    recently used first) to make room; otherwise the request waits in a FIFO queue.
-    """
-
-    def __init__(self, env, cluster, cfg, rng, recorder):
-        self.env = env
-        self.cluster = cluster
-        self.cfg = cfg
-        self.rng = rng
-        self.recorder = recorder
-        self.free: dict[int, list[int]] = {n: list(range(cluster.gpus_per_node)) for n in range(cluster.nodes)}
+    def __init__(self, env, cluster, cfg, rng):
+        self.env, self.cluster, self.cfg, self.rng = env, cluster, cfg, rng
+        self.shared = cfg.gpu_sharing == "memory"
+        self.capacity = cluster.gpu.memory_bytes
+        self.slots = [Slot(n, g) for n in range(cluster.nodes) for g in range(cluster.gpus_per_node)]
+        self.used = {s: 0.0 for s in self.slots}  # resident bytes per GPU
+        self.residents: dict[Slot, list[Instance]] = {s: [] for s in self.slots}
+        self.claims: dict[Slot, Instance | None] = {s: None for s in self.slots}  # who computes (or will)
         self.instances: list[Instance] = []
-        self.idle: dict[str, Instance] = {}  # instance_id -> warm idle instance (insertion order = LRU)
-        self.queue: list[tuple] = []
-        self.dram: dict[int, dict[str, float]] = {n: {} for n in range(cluster.nodes)}  # node -> model -> bytes (LRU)
-        self.dram_capacity = cluster.gpu.host_memory_bytes * DRAM_CACHE_FRACTION
-        self.version = 0  # bumped whenever free GPUs or the warm pool change (views cache on it)
-        self.keep_alive_s = cfg.keep_alive_s  # a scheduler may retune it (GenerationPlan.keep_alive_s)
-        self.failures = 0
-        self.prewarms = 0
-        self.wakes = 0
-        self.sleepers: list[tuple[str, str, int, int, float]] = []  # (role, model, gpus, node, expires)
-        self.wasted_gpu_s = 0.0
-        self.queue_wait_s = 0.0
-        self.weight_sources: dict[str, int] = {}  # model -> node whose host DRAM holds the newest weights
+        self.queue: list[_Request] = []
+        self.pending: list[_Request] = []  # pre-warms waiting for room
+        self.host_budget = cluster.gpu.host_memory_bytes * DRAM_CACHE_FRACTION
+        self.pinned = {n: 0.0 for n in range(cluster.nodes)}  # host bytes of sleeping instances
+        self.dram: dict[int, OrderedDict[str, tuple[float, int]]] = {n: OrderedDict() for n in range(cluster.nodes)}
+        self.reads: dict[tuple[int, str, int], tuple[simpy.Event, float]] = {}  # storage reads in flight
+        self.trained: set[str] = set()  # trainer keys whose optimizer state exists (they have trained)
+        self.versions: dict[str, int] = {}  # trained weights ("actor", "critic") -> version
+        self.sources: dict[str, int] = {}  # trained weights -> node whose host DRAM holds the newest copy
+        self.pool = TransferPool(env, self._link_bandwidth)
+        self.keep_alive_s = cfg.keep_alive_s  # a scheduler may retune both (GenerationPlan)
+        self.sleep_idle = cfg.sleep_idle
+        self.version = 0  # bumped whenever placement state changes (views cache on it)
+        self.failures = self.prewarms = self.wakes = self.sleeps = 0
+        self.wasted_gpu_s = self.queue_wait_s = self.cold_start_time_s = self.wake_time_s = 0.0
+        self._draining = self._redrain = False
+
+    # ------------------------------------------------------------------ links and bytes
+    def _link_bandwidth(self, link) -> float:
+        kind = link[0]
+        if kind == "pcie":
+            return self.cluster.host_bw
+        if kind == "nic":
+            return self.cluster.inter_bw
+        if kind == "ssd":
+            return self.cfg.storage.ssd_bytes_per_s
+        return self.cfg.storage.remote_bytes_per_s
+
+    def _pcie(self, slots: tuple[Slot, ...]) -> dict:
+        return {("pcie", s.node, s.gpu): 1.0 / len(slots) for s in slots}
+
+    def footprint(self, spec: FunctionSpec) -> float:
+        """GPU bytes per GPU an instance of `spec` holds: its own need, or the whole GPU when exclusive."""
+        return spec.resident_bytes_per_gpu if self.shared else self.capacity
+
+    def _stale(self, inst: Instance) -> bool:
+        t = inst.spec.tracks
+        return t is not None and inst.version < self.versions.get(t, 0)
 
     # ------------------------------------------------------------------ requests
-    def acquire(self, role: str, model, gpus: int, node: int | None = None, load_bytes: float | None = None):
-        """An event that succeeds with a ready Instance (warm reuse, or after placement and a cold start)."""
-        ev = self.env.event()
-        if gpus < 1 or gpus > self.cluster.gpus_per_node:
-            raise ValueError(f"{role}: an instance needs 1..{self.cluster.gpus_per_node} GPUs of one node, asked for {gpus}")
-        warm = self._warm(role, model.name, gpus, node)
-        if warm is not None:
-            self.version += 1
-            del self.idle[warm.instance_id]
-            warm.state = "busy"
-            warm.idle_token += 1
-            ev.succeed(warm)
-            return ev
-        request = (ev, role, model, gpus, node, load_bytes, self.env.now)
-        if not self._place(request):
-            self.queue.append(request)
-        return ev
+    def _check_fits(self, spec: FunctionSpec) -> None:
+        if spec.gpus < 1 or spec.gpus > self.cluster.gpus_per_node:
+            raise ValueError(f"{spec.role}: an instance needs 1..{self.cluster.gpus_per_node} GPUs of one node, asked for {spec.gpus}")
+        if spec.resident_bytes_per_gpu > self.capacity:
+            raise InfeasibleError(
+                f"{spec.role}: an instance of {spec.model.name} on {spec.gpus} GPU(s) needs {spec.resident_bytes_per_gpu / 1e9:.1f} GB "
+                f"per GPU, but a {self.cluster.gpu.name} has {self.capacity / 1e9:.1f} GB; give the role more GPUs (a larger FSDP group) "
+                f"or use GPUs with more memory"
+            )
 
-    def prewarm(self, role: str, model, gpus: int, node: int | None = None, load_bytes: float | None = None) -> bool:
-        """Start an instance now that waits warm for a later request; skipped (False) if no GPU is free."""
-        if self._warm(role, model.name, gpus, node) is not None:
-            return False
-        if self.cfg.sleep_idle and any(z[0] == role and z[1] == model.name and z[2] == gpus and z[4] > self.env.now for z in self.sleepers):
-            return False  # a sleeping instance wakes faster than any pre-warm
-        target = next((n for n in self._nodes_for(node) if len(self.free[n]) >= gpus), None)
-        if target is None:
-            return False
-        ev = self.env.event()
-        ev.callbacks.append(lambda e: self.end(e.value))  # ready -> warm idle, keep-alive starts
-        self.prewarms += 1
-        return self._place((ev, role, model, gpus, target, load_bytes, self.env.now))
+    def acquire(self, spec: FunctionSpec, node: int | None = None, slots: tuple[Slot, ...] = ()) -> simpy.Event:
+        """An event that succeeds with an Instance ready to compute (reused, woken or cold-started)."""
+        self._check_fits(spec)
+        req = _Request(self.env.event(), spec, node, tuple(slots), self.env.now)
+        if not self._serve(req):
+            self.queue.append(req)
+        return req.event
 
-    def _warm(self, role: str, model: str, gpus: int, node: int | None) -> Instance | None:
-        fallback = None
-        for inst in self.idle.values():
-            if inst.role == role and inst.model == model and inst.gpus == gpus:
-                if node is None or inst.node == node:
-                    return inst
-                fallback = fallback or inst
-        return fallback
+    def prewarm(self, spec: FunctionSpec, node: int | None = None, slots: tuple[Slot, ...] = (), after_s: float = 0.0) -> None:
+        """Have an instance of `spec` resident (loaded or woken) for a later request, starting `after_s` from now.
 
-    def _nodes_for(self, node: int | None) -> list[int]:
-        return self.cluster.nodes_by_distance(node if node is not None else 0)
+        With memory sharing it loads as soon as its memory fits (beside work that is computing) and waits
+        for room until the keep-alive would have expired; with exclusive GPUs it is skipped when no GPU is
+        free. It never takes a GPU's memory from an instance that is starting or computing.
+        """
+        self._check_fits(spec)
+        req = _Request(None, spec, node, tuple(slots), self.env.now + after_s)
+        req.deadline_s = req.asked_s + max(self.keep_alive_s, 0.0)
 
-    def _sleeper(self, role: str, model: str, gpus: int, node: int | None) -> int | None:
-        """Index of a sleeping instance that matches and whose node has the GPUs free now."""
-        now = self.env.now
-        self.sleepers = [z for z in self.sleepers if z[4] > now]
-        best = None
-        for k, (r, m, g, n, _) in enumerate(self.sleepers):
-            if r == role and m == model and g == gpus and len(self.free[n]) >= gpus:
-                if node is None or n == node:
-                    return k
-                best = k if best is None else best
-        return best
+        def fire(_e=None) -> None:
+            if not self._serve(req) and self.shared:
+                self.pending.append(req)
 
-    def _place(self, request) -> bool:
-        ev, role, model, gpus, node, load_bytes, asked = request
-        sleeping = self._sleeper(role, model.name, gpus, node) if self.cfg.sleep_idle else None
-        if sleeping is not None:
-            node = self.sleepers.pop(sleeping)[3]
-        target = next((n for n in self._nodes_for(node) if len(self.free[n]) >= gpus), None)
-        if target is None:
-            target = self._evict_for(gpus, node)
-            if target is None:
-                return False
-        self.version += 1
-        idx = [self.free[target].pop(0) for _ in range(gpus)]
-        slots = tuple(Slot(target, i) for i in idx)
-        inst = Instance(f"{role}-{len(self.instances)}", role, model.name, slots, asked)
-        inst.placed_s = self.env.now
-        self.queue_wait_s += self.env.now - asked
-        # billing starts when the instance is placed and its cold start begins (a queued request holds no
-        # GPU and is not billed), or when it is ready if cold starts are not billed
-        inst.bill_from_s = self.env.now if self.cfg.billing.bill_cold_start else float("nan")
-        self.instances.append(inst)
-        if sleeping is not None and target == node:  # wake: no container/engine start, weights reloaded
-            inst.cold_start = False
-            tier, inst.load_s = self.load(target, gpus, model, model.weight_bytes if load_bytes is None else load_bytes)
-            inst.tier = "sleep" if tier == "dram" else f"sleep+{tier}"  # its host copy, or newer weights fetched
-            duration = self.cfg.wake_s + inst.load_s
-            self.wakes += 1
+        if after_s > 0:
+            self.env.timeout(after_s).callbacks.append(fire)
         else:
-            duration = self.cold_start_s(inst, model, load_bytes)
-        self.env.timeout(duration).callbacks.append(lambda _e, i=inst, m=model, b=load_bytes: self._ready(i, m, b, ev))
-        return True
+            fire()
 
-    def _evict_for(self, gpus: int, node: int | None) -> int | None:
-        """Release idle warm instances (LRU first) on the best node until `gpus` are free there."""
-        for n in self._nodes_for(node):
-            victims = [i for i in self.idle.values() if i.node == n]
-            if len(self.free[n]) + sum(v.gpus for v in victims) < gpus:
+    def _matches(self, req: _Request, states: tuple[str, ...]) -> list[Instance]:
+        spec = req.spec
+        found = [
+            i for i in self.instances
+            if i.state in states and i.spec.role == spec.role and i.spec.key == spec.key and i.gpus == spec.gpus
+            and not i.claimed and (req.event is not None or (not i.reserved and (req.node is None or i.node == req.node)))
+        ]  # fmt: skip
+        pref = set(req.slots)
+        # pre-warmed for this request first, then on the asked GPUs, on the asked node, anywhere
+        return sorted(found, key=lambda i: (not i.reserved, not pref.issuperset(i.slots), i.node != req.node, i.idle_since))
+
+    def _compute_free(self, slots: tuple[Slot, ...], inst: Instance | None = None) -> bool:
+        return all(self.claims[s] is None or self.claims[s] is inst for s in slots)
+
+    def _serve(self, req: _Request) -> bool:
+        work = req.event is not None
+        for inst in self._matches(req, ("idle",)):
+            if not work:
+                inst.reserved = True
+                return True
+            if self._compute_free(inst.slots, inst):
+                self._grant(inst, req)
+                return True
+        for inst in self._matches(req, ("loading",)):
+            if not work:
+                inst.reserved = True
+                return True
+            if self._compute_free(inst.slots, inst):
+                self._claim(inst, req)
+                return True
+        for inst in self._matches(req, ("asleep",)):
+            if self._wake(inst, req):
+                return True
+        return self._cold_start(req)
+
+    def _claim(self, inst: Instance, req: _Request) -> None:
+        inst.claimed, inst.reserved, inst.waiting = True, False, req.event
+        for s in inst.slots:
+            self.claims[s] = inst
+        self.version += 1
+        self._drop_pending(req.spec)
+
+    def _grant(self, inst: Instance, req: _Request) -> None:
+        """Hand a resident instance to a work request (after a refresh if its trained weights are stale)."""
+        self._claim(inst, req)
+        inst.state = "busy"
+        inst.token += 1
+        if self._stale(inst):
+            inst.state = "loading"
+            self.env.process(self._refresh(inst))
+        else:
+            self._deliver(inst)
+
+    def _deliver(self, inst: Instance) -> None:
+        ev, inst.waiting = inst.waiting, None
+        inst.state = "busy"
+        if ev is not None:
+            ev.succeed(inst)
+
+    def _drop_pending(self, spec: FunctionSpec) -> None:
+        for k, p in enumerate(self.pending):
+            if p.spec.role == spec.role and p.spec.key == spec.key and p.spec.gpus == spec.gpus:
+                del self.pending[k]
+                return
+
+    # ------------------------------------------------------------------ room on GPUs
+    def _victim_ok(self, inst: Instance, work: bool) -> bool:
+        return inst.state == "idle" and not inst.claimed and (work or not inst.reserved)
+
+    def _victims(self, slots: tuple[Slot, ...], need: float, work: bool, exclude: Instance | None = None) -> list[Instance] | None:
+        """Idle instances to put away (least recently used first) so that `need` bytes fit on each GPU."""
+        free = {s: self.capacity - self.used[s] for s in slots}
+        chosen: list[Instance] = []
+        for s in slots:
+            if free[s] >= need - _EPS_BYTES:
                 continue
-            for v in victims:
-                if len(self.free[n]) >= gpus:
+            for v in sorted(self.residents[s], key=lambda i: i.idle_since):
+                if v is exclude or v in chosen or not self._victim_ok(v, work):
+                    continue
+                chosen.append(v)
+                for t in v.slots:
+                    if t in free:
+                        free[t] += self.footprint(v.spec)
+                if free[s] >= need - _EPS_BYTES:
                     break
-                self.release(v)
-            return n
+            if free[s] < need - _EPS_BYTES:
+                return None
+        return chosen
+
+    def _find_gpus(self, req: _Request, node: int | None, only_node: bool = False) -> tuple[tuple[Slot, ...], list[Instance]] | None:
+        """GPUs on one node (the asked one first, then the nearest) where `req` fits, and what must make room."""
+        spec, work = req.spec, req.event is not None
+        need = self.footprint(spec)
+        pref = set(req.slots)
+        if only_node or (not work and node is not None):  # a pre-warm goes where it was asked, or nowhere
+            nodes = [node if node is not None else 0]
+        else:
+            nodes = self.cluster.nodes_by_distance(node if node is not None else 0)
+        for n in nodes:
+            cands = []
+            for g in range(self.cluster.gpus_per_node):
+                s = Slot(n, g)
+                if (work or not self.shared) and self.claims[s] is not None:
+                    continue
+                free = self.capacity - self.used[s]
+                if free >= need - _EPS_BYTES:
+                    cands.append((s not in pref, 0, -free, g, s))
+                elif work or self.shared:  # exclusive pre-warms never evict
+                    room = free + sum(self.footprint(v.spec) for v in self.residents[s] if self._victim_ok(v, work))
+                    if room >= need - _EPS_BYTES:
+                        cands.append((s not in pref, 1, -free, g, s))
+            if len(cands) < spec.gpus:
+                continue
+            chosen = tuple(sorted((c[4] for c in sorted(cands)[: spec.gpus]), key=lambda s: s.gpu))
+            victims = self._victims(chosen, need, work)
+            if victims is not None:
+                return chosen, victims
         return None
 
-    def load(self, node: int, gpus: int, model, nbytes: float) -> tuple[str, float]:
-        """(tier, seconds) to bring `nbytes` of `model` to `gpus` GPUs of `node` from the nearest copy.
+    def _make_room(self, victims: list[Instance]) -> float:
+        """Put victims away (sleep with memory sharing, else release); returns when their GPU memory is free."""
+        free_at = self.env.now
+        for v in victims:
+            if self.shared and self.keep_alive_s > 0:
+                free_at = max(free_at, self._sleep(v))
+            else:
+                self.release(v)
+        return free_at
 
-        The node's DRAM cache holds the newest weights (a publish drops stale copies elsewhere); weights
-        published on another node come over the network; otherwise the configured tier.
+    def _occupy(self, inst: Instance, slots: tuple[Slot, ...]) -> None:
+        inst.slots = slots
+        fp = self.footprint(inst.spec)
+        for s in slots:
+            self.used[s] += fp
+            self.residents[s].append(inst)
+        inst.periods.append([slots, self.env.now, float("nan"), float("nan")])
+        self.version += 1
+
+    def _vacate(self, inst: Instance) -> None:
+        fp = self.footprint(inst.spec)
+        for s in inst.slots:
+            self.used[s] -= fp
+            self.residents[s].remove(inst)
+            if self.claims[s] is inst:
+                self.claims[s] = None
+        inst.periods[-1][3] = self.env.now
+        self.version += 1
+
+    # ------------------------------------------------------------------ starts
+    def _cold_start(self, req: _Request) -> bool:
+        found = self._find_gpus(req, req.node)
+        if found is None:
+            return False
+        slots, victims = found
+        free_at = self._make_room(victims)
+        spec, now = req.spec, self.env.now
+        inst = Instance(f"{spec.role}-{len(self.instances)}", spec, slots, req.asked_s)
+        inst.placed_s = now
+        self.instances.append(inst)
+        self._occupy(inst, slots)
+        if req.event is not None:
+            self.queue_wait_s += now - req.asked_s
+            self._claim(inst, req)
+        else:
+            inst.reserved = True
+            self.prewarms += 1
+        self.env.process(self._load_cold(inst, free_at))
+        return True
+
+    def _load_cold(self, inst: Instance, free_at: float):
+        """container -> storage (or network) into host DRAM -> host to GPUs -> engine init."""
+        cs, spec = self.cfg.cold_start, inst.spec
+        nbytes = self._cold_bytes(spec)
+        if cs.container_s > 0:
+            yield self.env.timeout(cs.container_s)
+        t0 = self.env.now
+        inst.version = self.versions.get(spec.tracks, 0) if spec.tracks else 0
+        inst.tier, read = self._read_to_host(inst.node, spec, nbytes)
+        if read is not None:
+            yield read
+        if free_at > self.env.now:  # the memory of instances put to sleep for it is being copied out
+            yield self.env.timeout(free_at - self.env.now)
+        yield self.pool.start(nbytes, self._pcie(inst.slots))
+        inst.load_s = self.env.now - t0
+        if cs.engine_init_s > 0:
+            yield self.env.timeout(cs.engine_init_s)
+        self._ready(inst)
+
+    def _cold_bytes(self, spec: FunctionSpec) -> float:
+        """A trainer restores its optimizer state once it has trained; before that it reads the checkpoint."""
+        return spec.load_bytes if (spec.kind != "trainer" or spec.key in self.trained) else spec.first_load_bytes
+
+    def _source(self, spec: FunctionSpec) -> tuple[str, int]:
+        """(host-cache key, version) of what a cold start of `spec` reads: trained weights published by a
+        trainer, a trainer's own state, or else the model's checkpoint (shared by every role that starts
+        from it, e.g. the reference and the first actor weights)."""
+        ver = self.versions.get(spec.tracks, 0) if spec.tracks else 0
+        if ver > 0:
+            return f"{spec.tracks}@{spec.model.name}", ver
+        if spec.kind == "trainer" and spec.key in self.trained:
+            return spec.key, 0
+        return spec.model.name, 0
+
+    def _read_to_host(self, node: int, spec: FunctionSpec, nbytes: float) -> tuple[str, simpy.Event | None]:
+        """Where a cold start finds its bytes, and the read into this node's host DRAM (None: already there).
+
+        The node's cache holds what was loaded or published there; trained weights newer than the
+        storage copy come from the node they were published to; concurrent reads of one key are one read.
         """
-        cs = self.cfg.cold_start
-        source = self.weight_sources.get(model.name)
-        per_gpu_pcie = self.cluster.host_bw * gpus
-        if model.name in self.dram[node] or source == node or (source is None and cs.weights_from == "dram"):
-            return "dram", nbytes / per_gpu_pcie
-        if source is not None:  # newest weights sit in another node's DRAM: fetch over the network
-            bw = self.cluster.bottleneck_bytes_per_s(("host", source), ("host", node))
-            return f"node{source}", nbytes / min(bw, per_gpu_pcie)
-        if cs.weights_from == "ssd":
-            return "ssd", nbytes / min(self.cfg.storage.ssd_bytes_per_s, per_gpu_pcie)
-        return "remote", nbytes / min(self.cfg.storage.remote_bytes_per_s, per_gpu_pcie)
+        key, ver = self._source(spec)
+        entry = self.dram[node].get(key)
+        if entry is not None and entry[1] == ver and entry[0] >= nbytes - _EPS_BYTES:
+            self.dram[node].move_to_end(key)
+            return "dram", None
+        src = self.sources.get(spec.tracks) if ver > 0 and spec.tracks else None
+        if src == node or (src is None and self.cfg.cold_start.weights_from == "dram"):
+            self._cache(node, key, nbytes, ver)
+            return "dram", None
+        if src is not None:
+            tier, usage = f"node{src}", {("nic", src): 1.0, ("nic", node): 1.0}
+        else:
+            tier = self.cfg.cold_start.weights_from
+            usage = {(tier, node): 1.0}
+        k = (node, key, ver)
+        inflight = self.reads.get(k)
+        if inflight is not None and inflight[1] >= nbytes - _EPS_BYTES:
+            return tier, inflight[0]
+        ev = self.pool.start(nbytes, usage)
+        self.reads[k] = (ev, nbytes)
 
-    def cold_start_s(self, inst: Instance, model, load_bytes: float | None) -> float:
-        """container + weight load (bytes over the tier's bandwidth) + engine init."""
-        nbytes = model.weight_bytes if load_bytes is None else load_bytes
-        inst.tier, inst.load_s = self.load(inst.node, inst.gpus, model, nbytes)
-        cs = self.cfg.cold_start
-        return cs.container_s + inst.load_s + cs.engine_init_s
+        def done(_e) -> None:
+            if self.reads.get(k, (None,))[0] is ev:
+                del self.reads[k]
+            self._cache(node, key, nbytes, ver)
 
-    def _ready(self, inst: Instance, model, load_bytes, ev) -> None:
-        inst.ready_s = self.env.now
-        if inst.bill_from_s != inst.bill_from_s:  # NaN: billing starts when ready
-            inst.bill_from_s = self.env.now
-        inst.state = "busy"
-        self._cache(inst.node, model.name, model.weight_bytes if load_bytes is None else load_bytes)
-        if self.cfg.failures.mtbf_s:
-            ttf = float(self.rng.exponential(self.cfg.failures.mtbf_s))
-            self.env.timeout(ttf).callbacks.append(lambda _e, i=inst: self._crash(i))
-        ev.succeed(inst)
+        ev.callbacks.append(done)
+        return tier, ev
 
-    def _cache(self, node: int, model: str, nbytes: float) -> None:
-        cache = self.dram[node]
-        cache.pop(model, None)
-        cache[model] = nbytes
-        while sum(cache.values()) > self.dram_capacity and len(cache) > 1:
-            cache.pop(next(iter(cache)))
+    def _wake(self, inst: Instance, req: _Request) -> bool:
+        """A sleeping instance comes back: on its own GPUs (memory sharing) or free ones of its node."""
+        work = req.event is not None
+        if self.shared:
+            if work and not self._compute_free(inst.slots):
+                return False
+            victims = self._victims(inst.slots, self.footprint(inst.spec), work, exclude=inst)
+            if victims is None:
+                return False
+            slots = inst.slots
+        else:
+            found = self._find_gpus(_Request(req.event, inst.spec, inst.node, inst.slots, req.asked_s), inst.node, only_node=True)
+            if found is None:
+                return False
+            slots, victims = found
+        free_at = self._make_room(victims)
+        self.pinned[inst.node] -= inst.spec.wake_bytes
+        inst.state = "loading"
+        self._occupy(inst, slots)
+        inst.wakes += 1
+        self.wakes += 1
+        if work:
+            self._claim(inst, req)
+        else:
+            inst.reserved = True
+        self.env.process(self._load_wake(inst, free_at))
+        return True
 
-    def publish_weights(self, model: str, node: int, nbytes: float) -> None:
-        """The trainer wrote new weights to its node's host DRAM: later cold starts fetch them from there."""
-        self.weight_sources[model] = node
-        for n in self.dram:  # older copies elsewhere are stale
-            if n != node:
-                self.dram[n].pop(model, None)
-        self._cache(node, model, nbytes)
+    def _load_wake(self, inst: Instance, free_at: float):
+        """wake_s, then the state back from host DRAM (newer trained weights fetched first if published elsewhere)."""
+        spec = inst.spec
+        if self.cfg.wake_s > 0:
+            yield self.env.timeout(self.cfg.wake_s)
+        t0 = self.env.now
+        inst.tier = "sleep"
+        if self._stale(inst):
+            src = self.sources[spec.tracks]  # type: ignore[index]
+            inst.version = self.versions[spec.tracks]  # type: ignore[index]
+            if src != inst.node:
+                inst.tier = f"sleep+node{src}"
+                yield self.pool.start(spec.wake_bytes, {("nic", src): 1.0, ("nic", inst.node): 1.0})
+        if free_at > self.env.now:
+            yield self.env.timeout(free_at - self.env.now)
+        yield self.pool.start(spec.wake_bytes, self._pcie(inst.slots))
+        inst.load_s = self.env.now - t0
+        self.wake_time_s += self.env.now - inst.periods[-1][1]
+        self._ready(inst)
 
-    # ------------------------------------------------------------------ work and idleness
+    def _refresh(self, inst: Instance):
+        """A resident instance whose trained weights are stale fetches the newest before it computes."""
+        spec = inst.spec
+        src = self.sources[spec.tracks]  # type: ignore[index]
+        inst.version = self.versions[spec.tracks]  # type: ignore[index]
+        if src != inst.node:
+            yield self.pool.start(spec.wake_bytes, {("nic", src): 1.0, ("nic", inst.node): 1.0})
+        yield self.pool.start(spec.wake_bytes, self._pcie(inst.slots))
+        if inst.state != "released":
+            self._deliver(inst)
+
+    def _ready(self, inst: Instance) -> None:
+        if inst.state == "released":
+            return
+        now = self.env.now
+        inst.periods[-1][2] = now
+        if inst.ready_s != inst.ready_s:  # first start
+            inst.ready_s = now
+            if inst.cold_start:
+                self.cold_start_time_s += now - inst.placed_s
+            if self.cfg.failures.mtbf_s:
+                ttf = float(self.rng.exponential(self.cfg.failures.mtbf_s))
+                self.env.timeout(ttf).callbacks.append(lambda _e, i=inst: self._crash(i))
+        if inst.claimed:
+            if self._stale(inst):  # weights were published while it loaded
+                self.env.process(self._refresh(inst))
+            else:
+                self._deliver(inst)
+        else:
+            self._idle(inst, sleep=False)
+
+    # ------------------------------------------------------------------ work, idleness, sleep
     def begin(self, inst: Instance) -> None:
         if inst.busy_since is None:
             inst.busy_since = self.env.now
         inst.state = "busy"
 
-    def end(self, inst: Instance) -> None:
-        """Work finished: the instance goes warm idle and is released after keep_alive_s unless reused."""
-        if inst.state == "released":
-            return
+    def _stop_busy(self, inst: Instance) -> None:
         if inst.busy_since is not None:
             inst.busy_s += self.env.now - inst.busy_since
+            inst.work.append((inst.busy_since, self.env.now))
             inst.busy_since = None
+
+    def end(self, inst: Instance) -> None:
+        """Work finished: the instance stays resident (or sleeps) and is released after keep-alive unless reused."""
+        self._stop_busy(inst)
         inst.on_crash = None
-        keep = self.keep_alive_s
-        if self.cfg.sleep_idle and keep > 0:  # free the GPUs now; the process sleeps in host memory
-            self.sleepers.append((inst.role, inst.model, inst.gpus, inst.node, self.env.now + keep))
-            self.release(inst)
-            return
-        inst.state = "warm_idle"
-        self.version += 1
-        inst.idle_token += 1
-        token = inst.idle_token
-        self.idle[inst.instance_id] = inst
-        if keep <= 0:
-            self.release(inst)
-        else:
-            self.env.timeout(keep).callbacks.append(lambda _e, i=inst, t=token: self._expire(i, t))
+        if inst.spec.kind == "trainer":
+            self.trained.add(inst.spec.key)
+        if inst.state != "released":
+            self._idle(inst, sleep=self.sleep_idle)
 
     def retire(self, inst: Instance) -> None:
-        """The scheduler released the instance: its GPUs and billing stop now (it sleeps if the platform lets idle instances sleep)."""
+        """The scheduler let the function go: it stops computing and billing now (asleep if it may sleep)."""
+        self._stop_busy(inst)
+        inst.on_crash = None
         if inst.state == "released":
             return
-        if self.cfg.sleep_idle and self.keep_alive_s > 0:
-            inst.on_crash = None
-            self.sleepers.append((inst.role, inst.model, inst.gpus, inst.node, self.env.now + self.keep_alive_s))
-        self.release(inst)
+        if self.shared or self.sleep_idle:
+            self._idle(inst, sleep=True)
+        else:
+            self.release(inst)
+
+    def _idle(self, inst: Instance, sleep: bool) -> None:
+        inst.state = "idle"
+        inst.claimed, inst.waiting = False, None
+        for s in inst.slots:
+            if self.claims[s] is inst:
+                self.claims[s] = None
+        inst.idle_since = self.env.now
+        inst.token += 1
+        self.version += 1
+        keep = self.keep_alive_s
+        if keep <= 0:
+            self.release(inst)
+            return
+        token = inst.token
+        self.env.timeout(keep).callbacks.append(lambda _e, i=inst, t=token: self._expire(i, t))
+        if sleep and not inst.reserved:
+            self._sleep(inst)
+        self._drain()
+
+    def _sleep(self, inst: Instance) -> float:
+        """Copy an idle instance's state to host DRAM and free its GPU memory; returns when the copy is done.
+
+        When the host has no room even after dropping cached weights and older sleepers, it is released.
+        """
+        if inst.state != "idle":
+            return self.env.now
+        nbytes = inst.spec.wake_bytes
+        if not self._host_room(inst.node, nbytes, inst):
+            self.release(inst)
+            return self.env.now
+        self.pinned[inst.node] += nbytes
+        self._vacate(inst)
+        inst.state = "asleep"
+        self.sleeps += 1
+        self._drain()
+        return self.env.now + nbytes / (inst.gpus * self.cluster.host_bw)
+
+    def _host_room(self, node: int, nbytes: float, keep: Instance) -> bool:
+        if nbytes > self.host_budget:
+            return False
+        cache = self.dram[node]
+        while cache and self.pinned[node] + sum(b for b, _ in cache.values()) + nbytes > self.host_budget:
+            cache.popitem(last=False)
+        if self.pinned[node] + nbytes <= self.host_budget:
+            return True
+        sleepers = sorted((i for i in self.instances if i.state == "asleep" and i.node == node and i is not keep), key=lambda i: i.idle_since)
+        for old in sleepers:
+            self.release(old)
+            if self.pinned[node] + nbytes <= self.host_budget:
+                return True
+        return False
+
+    def _cache(self, node: int, key: str, nbytes: float, version: int) -> None:
+        cache = self.dram[node]
+        cache.pop(key, None)
+        cache[key] = (nbytes, version)
+        room = self.host_budget - self.pinned[node]
+        while sum(b for b, _ in cache.values()) > room and len(cache) > 1:
+            cache.popitem(last=False)
 
     def _expire(self, inst: Instance, token: int) -> None:
-        if inst.state == "warm_idle" and inst.idle_token == token:
+        if inst.state in ("idle", "asleep") and inst.token == token:
             self.release(inst)
 
     def release(self, inst: Instance) -> None:
         if inst.state == "released":
             return
-        if inst.busy_since is not None:
-            inst.busy_s += self.env.now - inst.busy_since
-            inst.busy_since = None
+        self._stop_busy(inst)
+        if inst.state == "asleep":
+            self.pinned[inst.node] -= inst.spec.wake_bytes
+        else:
+            self._vacate(inst)
+        if inst.spec.kind == "trainer" and inst.spec.key in self.trained and not inst.crashed:
+            self._cache(inst.node, inst.spec.key, inst.spec.load_bytes, 0)  # its state is checkpointed to host
         inst.state = "released"
-        self.version += 1
         inst.released_s = self.env.now
-        self.idle.pop(inst.instance_id, None)
-        for s in inst.slots:
-            self.free[s.node].append(s.gpu)
-            self.free[s.node].sort()
-        self._drain_queue()
-
-    def _drain_queue(self) -> None:
-        waiting, self.queue = self.queue, []
-        for req in waiting:
-            if not self._place(req):
-                self.queue.append(req)
+        inst.claimed = inst.reserved = False
+        self.version += 1
+        self._drain()
 
     def _crash(self, inst: Instance) -> None:
-        if inst.state in ("released",) or inst.crashed:
+        if inst.state == "released" or inst.crashed:
             return
         inst.crashed = True
         self.failures += 1
@@ -351,21 +622,130 @@ class ServerlessPlatform:
         if handler is not None:
             handler(inst)
 
+    def _drain(self) -> None:
+        """Retry queued requests (FIFO) and pending pre-warms after a change that may have made room."""
+        if self._draining:
+            self._redrain = True
+            return
+        self._draining = True
+        try:
+            while True:
+                self._redrain = False
+                waiting, self.queue = self.queue, []
+                for req in waiting:
+                    if not self._serve(req):
+                        self.queue.append(req)
+                pending, self.pending = self.pending, []
+                for req in pending:
+                    if req.deadline_s >= self.env.now and not self._serve(req):
+                        self.pending.append(req)
+                if not self._redrain:
+                    break
+        finally:
+            self._draining = False
+
     def shutdown(self) -> None:
         """The job is over: every instance still alive is released now."""
+        self.pending.clear()
         for inst in list(self.instances):
             self.release(inst)
 
-    def records(self) -> list[InstanceRecord]:
-        out = []
+    # ------------------------------------------------------------------ trained weights
+    def publish(self, tracks: str, model, node: int, nbytes: float) -> None:
+        """A trainer wrote new `tracks` weights of `model` to its node's host DRAM: later loads fetch them there."""
+        self.versions[tracks] = self.versions.get(tracks, 0) + 1
+        self.sources[tracks] = node
+        key = f"{tracks}@{model.name}"
+        for n, cache in self.dram.items():  # older copies are stale
+            if n != node:
+                cache.pop(key, None)
+        self._cache(node, key, nbytes, self.versions[tracks])
+
+    def push(self, tracks: str) -> list[Instance]:
+        """The trainer pushes the new weights to the resident idle instances that serve them; returns them."""
+        ver = self.versions.get(tracks, 0)
+        out = [i for i in self.instances if i.state == "idle" and i.spec.tracks == tracks]
+        for i in out:
+            i.version = ver
+        return out
+
+    # ------------------------------------------------------------------ what schedulers may read
+    def start_estimates_s(self, spec: FunctionSpec, count: int, node: int | None = None) -> tuple[float, ...]:
+        """Seconds until each of `count` new requests of `spec` could compute, cheapest first, if asked now:
+        0 for a resident idle instance, a wake for a sleeping one, a cold start for the rest (no contention)."""
+        host = self.cluster.host_bw * spec.gpus
+        options = []
+        for i in self.instances:
+            if i.spec.role != spec.role or i.spec.key != spec.key or i.gpus != spec.gpus or i.claimed:
+                continue
+            refresh = spec.wake_bytes / host if self._stale(i) else 0.0
+            if i.state in ("idle", "loading"):
+                options.append(refresh)
+            elif i.state == "asleep":
+                options.append(self.cfg.wake_s + spec.wake_bytes / host + refresh)
+        options.sort()
+        cs = self.cfg.cold_start
+        n = node if node is not None else 0
+        nbytes = self._cold_bytes(spec)
+        key, ver = self._source(spec)
+        entry = self.dram[n].get(key)
+        read = 0.0
+        if not (entry is not None and entry[1] == ver) and cs.weights_from != "dram":
+            src = self.sources.get(spec.tracks) if (spec.tracks and ver > 0) else None
+            if src is None:
+                read = nbytes / self._link_bandwidth((cs.weights_from,))
+            elif src != n:
+                read = nbytes / self.cluster.inter_bw
+        cold = cs.container_s + read + nbytes / host + cs.engine_init_s
+        return tuple((options + [cold] * count)[:count])
+
+    def free_slots(self) -> tuple[Slot, ...]:
+        """GPUs a new work request could compute on now: not claimed (memory sharing), or empty (exclusive)."""
+        if self.shared:
+            return tuple(s for s in self.slots if self.claims[s] is None)
+        return tuple(s for s in self.slots if not self.residents[s])
+
+    def warm_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
         for inst in self.instances:
+            if inst.state == "idle":
+                counts[inst.role] = counts.get(inst.role, 0) + 1
+        return counts
+
+    def resident_bytes(self) -> dict[Slot, float]:
+        return dict(self.used)
+
+    # ------------------------------------------------------------------ records
+    def records(self, billing) -> tuple[list[InstanceRecord], list[BilledInterval]]:
+        """Instance rows and the billed intervals (per instance when exclusive, per GPU when shared)."""
+        periods = []
+        for idx, inst in enumerate(self.instances):
+            for slots, start, ready, end in inst.periods:
+                end = end if end == end else inst.released_s
+                bill_from = start if billing.bill_cold_start else (ready if ready == ready else end)
+                periods.append((idx, slots, bill_from, end))
+        if self.shared:
+            intervals, owed = shared_intervals(periods, billing, {k: i.work for k, i in enumerate(self.instances)})
+        else:
+            intervals, owed = exclusive_intervals(periods, billing)
+        out = []
+        for idx, inst in enumerate(self.instances):
+            mine = [p for p in periods if p[0] == idx]
             ready = inst.ready_s if inst.ready_s == inst.ready_s else inst.released_s
-            bill_from = inst.bill_from_s if inst.bill_from_s == inst.bill_from_s else inst.released_s
             out.append(
                 InstanceRecord(
-                    inst.instance_id, inst.role, inst.slots, inst.requested_s, ready, inst.released_s, bill_from,
-                    cold_start=inst.cold_start, queued_s=inst.placed_s - inst.requested_s, load_tier=inst.tier,
-                    crashed=inst.crashed,
+                    inst.instance_id, inst.role, inst.slots, inst.requested_s, ready, inst.released_s,
+                    mine[0][2] if mine else inst.released_s, cold_start=inst.cold_start,
+                    queued_s=inst.placed_s - inst.requested_s, load_tier=inst.tier, crashed=inst.crashed,
+                    wakes=inst.wakes, resident_s=sum(p[3] - p[2] for p in mine), billed_gpu_s=owed.get(idx, 0.0),
                 )  # fmt: skip
             )
-        return out
+        return out, intervals
+
+    def residency(self) -> list[tuple[str, tuple[Slot, ...], float, float, float]]:
+        """(instance, GPUs, bytes per GPU, start, end) of every resident period (memory checks, plots)."""
+        return [
+            (i.instance_id, slots, self.footprint(i.spec), start, end if end == end else i.released_s)
+            for i in self.instances
+            for slots, start, _ready, end in i.periods
+        ]

@@ -21,7 +21,7 @@ from sim.metrics import INSTANCE_COLUMNS, ITERATION_COLUMNS
 from sim.runner import RunResult
 
 RUN_FILES = ("config.yaml", "iterations.csv", "instances.csv", "activities.csv", "summary.json", "report.html")
-ACTIVITY_COLUMNS = ["iteration", "phase", "role", "slots", "start_s", "end_s"]
+ACTIVITY_COLUMNS = ["iteration", "phase", "role", "slots", "start_s", "end_s", "instance_id"]
 PLOTLY_JS = "plotly.min.js"
 TEMP_PREFIX = "."  # temporary run folders are `.<run_id>.<random>` beside the run folders
 

@@ -56,44 +56,52 @@ def inference_roles(ctx: RunContext) -> tuple[str, ...]:
 
 
 def role_model(ctx: RunContext, role: str) -> ModelSpec:
-    return {"actor_logprob": ctx.actor, "reference": ctx.reference, "critic": ctx.critic, "reward": ctx.reward}[role]  # type: ignore[return-value]
-
-
-def role_instance(ctx: RunContext, role: str) -> tuple[ModelSpec, str | None, float | None]:
-    """(model, cache/warm-pool key, bytes loaded at a cold start) of a function role."""
-    if role in ("rollout", "prefill", "actor_logprob"):
-        return ctx.actor, None, None
-    if role == "reference":
-        # frozen weights: their own cache identity, never made stale by the actor's weight updates
-        return ctx.reference, f"{ctx.reference.name}#reference", None
-    if role in ("critic", "reward"):
-        model = role_model(ctx, role)
-        if model is None:
-            raise ValueError(f"role {role!r} has no model in this run")
-        return model, None, None
-    if role in ("actor_trainer", "critic_trainer"):
-        model = ctx.actor if role == "actor_trainer" else ctx.critic
-        if model is None:
-            raise ValueError(f"role {role!r} has no model in this run")
-        return model, f"{model.name}#{role.split('_')[0]}-train", None
-    raise ValueError(f"unknown function role {role!r}")
+    return ctx.roles.model(role)
 
 
 def start_prewarm(ctx: RunContext, specs) -> None:
-    """Serverless: start the requested functions now (on free GPUs only); serverful: nothing to do."""
-    platform = ctx.extras.get("platform")
+    """Serverless: have the requested functions loaded for a later phase; serverful: nothing to do."""
+    platform = ctx.platform
     if platform is None or not specs:
         return
-    from sim.allocation import _Keyed
+    for want in specs:
+        for part in _by_node(tuple(want.slots)):
+            fraction = want.gpu_memory_utilization or ctx.cfg.engine.gpu_memory_utilization or 0.9
+            spec = ctx.roles.spec(want.role, len(part), len(want.slots), fraction)
+            platform.prewarm(spec, part[0].node, part, want.after_s)
 
-    for spec in specs:
-        model, key, load = role_instance(ctx, spec.role)
-        for part in _by_node(tuple(spec.slots)):
-            target = model if key is None else _Keyed(model, key)
-            nbytes = load
-            if key is not None:  # a trainer restores weights + optimizer state for its shard
-                nbytes = fsdp_state_bytes(model, len(spec.slots)) * len(part)
-            platform.prewarm(spec.role, target, len(part), part[0].node, nbytes)
+
+def startup_roles(ctx: RunContext) -> tuple[str, ...]:
+    """The roles whose models a serverful job loads before its first iteration (the rollout engine takes
+    its weights from the actor's FSDP module, and the actor's log-probs run on that module too)."""
+    roles = ["actor_trainer", "reference"]
+    if ctx.cfg.workload.algorithm == "ppo" and ctx.critic is not None:
+        roles.append("critic_trainer")
+    if ctx.reward is not None:
+        roles.append("reward")
+    return tuple(roles)
+
+
+def startup_s(ctx: RunContext) -> float:
+    """A serverful job's start-up: container, each node reading every distinct model file once from the
+    storage tier, each GPU copying its FSDP shards to GPU memory, then engine init (design.md section 1)."""
+    cs, storage = ctx.cfg.platform.cold_start, ctx.cfg.platform.storage
+    n = ctx.cluster.total_gpus
+    specs = [ctx.roles.spec(role, 1, n) for role in startup_roles(ctx)]
+    files = {spec.model.name: spec.model.weight_bytes for spec in specs}
+    bandwidth = {"ssd": storage.ssd_bytes_per_s, "remote": storage.remote_bytes_per_s}.get(cs.weights_from)
+    read = sum(files.values()) / bandwidth if bandwidth else 0.0  # weights_from dram: already in host memory
+    copy = sum(spec.first_load_bytes for spec in specs) / ctx.cluster.host_bw
+    return cs.container_s + read + copy + cs.engine_init_s
+
+
+def run_startup(ctx: RunContext) -> Iterator:
+    """Serverful: the start-up window before iteration 0 (every GPU held and billed, none busy)."""
+    t0 = ctx.env.now
+    duration = startup_s(ctx)
+    if duration > 0:
+        yield ctx.env.timeout(duration)
+    ctx.recorder.windows.append((0, "startup", t0, ctx.env.now))
 
 
 def split_even(n: int, parts: int) -> np.ndarray:
@@ -124,8 +132,11 @@ def run_iteration(
     )
     ctx.extras["template_tokens"] = samples.template_tokens
     plan = scheduler.plan_generation(view_at(i), batch)
-    if plan.keep_alive_s is not None and "platform" in ctx.extras:
-        ctx.extras["platform"].keep_alive_s = float(plan.keep_alive_s)
+    if ctx.platform is not None:
+        if plan.keep_alive_s is not None:
+            ctx.platform.keep_alive_s = float(plan.keep_alive_s)
+        if plan.sleep_idle is not None:
+            ctx.platform.sleep_idle = bool(plan.sleep_idle)
     table = SeqTable(prompt_per_sample.tolist(), resp.tolist(), samples.sample_prompt.tolist())
     gen = GenerationPhase(ctx, i, plan, table, scheduler, lambda: view_at(i))
     roles = inference_roles(ctx)
@@ -218,7 +229,7 @@ def _role_durations(ctx: RunContext, role: str, groups: tuple[tuple[Slot, ...], 
 
 def _run_inference(ctx: RunContext, i: int, iplan: InferencePlan, work: InferenceWork) -> Iterator:
     env, rec = ctx.env, ctx.recorder
-    alloc = ctx.extras["alloc"]
+    alloc = ctx.alloc
     planned = {rp.role for rp in iplan.roles}
     missing = [r for r in work.roles if r not in planned]
     if missing:
@@ -243,7 +254,6 @@ def _run_inference(ctx: RunContext, i: int, iplan: InferencePlan, work: Inferenc
     for stage in stages:
         procs = []
         for rp in stage:
-            model = role_model(ctx, rp.role)
             per_gpu = _role_durations(ctx, rp.role, rp.groups, rp.assignment, work)
             k = 0
             for group in rp.groups:
@@ -251,9 +261,9 @@ def _run_inference(ctx: RunContext, i: int, iplan: InferencePlan, work: Inferenc
                 durs = [d * scale for _, d in per_gpu[k : k + len(group)]]
                 k += len(group)
                 for part in _by_node(group):
-                    _, key, _ = role_instance(ctx, rp.role)
+                    spec = ctx.roles.spec(rp.role, len(part), len(group))
                     dur = max(durs, default=0.0)
-                    procs.append(env.process(run_work(env, alloc, rec, i, "inference", rp.role, model, part, dur, model_key=key)))
+                    procs.append(env.process(run_work(env, alloc, rec, i, "inference", spec, part, dur)))
         if procs:
             yield env.all_of(procs)
     yield from _cpu_reward(ctx, i, work)
@@ -342,11 +352,9 @@ def _train_model(ctx: RunContext, i: int, name: str, model: ModelSpec, slots: tu
     requested again, so a part that crashes while another is still starting is replaced, never leaked.
     """
     env, rec = ctx.env, ctx.recorder
-    alloc = ctx.extras["alloc"]
+    alloc = ctx.alloc
     parts = _by_node(slots)
-    role = f"{name}_trainer"
-    key = f"{model.name}#{name}-train"  # weights + optimizer state: its own cache / warm-pool identity
-    state_bytes = [fsdp_state_bytes(model, len(slots)) * len(p) for p in parts]
+    specs = [ctx.roles.spec(f"{name}_trainer", len(p), len(slots)) for p in parts]
     leases: list = [None] * len(parts)
     pending: list = [None] * len(parts)
     me = env.active_process
@@ -369,7 +377,7 @@ def _train_model(ctx: RunContext, i: int, name: str, model: ModelSpec, slots: tu
     def request(k: int) -> None:
         if pending[k] is not None:
             return
-        ev = pending[k] = alloc.acquire(role, model, parts[k], state_bytes[k], key)
+        ev = pending[k] = alloc.acquire(specs[k], parts[k])
         if ev.triggered:
             granted(k, ev)
         else:
@@ -388,7 +396,7 @@ def _train_model(ctx: RunContext, i: int, name: str, model: ModelSpec, slots: tu
             continue
         running["on"] = True
         start = env.now
-        held = tuple(s for lease in leases for s in lease.slots)
+        held = list(leases)
         try:
             if extra_s and not reloaded:
                 yield env.timeout(extra_s)
@@ -399,10 +407,14 @@ def _train_model(ctx: RunContext, i: int, name: str, model: ModelSpec, slots: tu
         except simpy.Interrupt:  # a part crashed: the step in flight is lost
             rec.count(i, "training", retries=1.0)
         running["on"] = False
-        rec.busy(i, "training", name, held, start, env.now)
+        for lease in held:
+            rec.busy(i, "training", name, lease.slots, start, env.now, lease.owner)
     for lease in leases:
         alloc.on_crash(lease, None)
         alloc.end(lease)
+    if ctx.platform is not None and name == "critic":
+        # the critic's new weights wait in the trainer node's host memory for the next value pass
+        ctx.platform.publish("critic", model, parts[0][0].node, model.weight_bytes)
 
 
 # ------------------------------------------------------------------------------------------ weight sync
@@ -411,34 +423,36 @@ def _run_weight_sync(ctx: RunContext, i: int, tplan: TrainingPlan, gplan, rollou
     trainer = tplan.groups["actor"]
     actor_bytes = ctx.actor.weight_bytes
     src = trainer[0].node
-    platform = ctx.extras.get("platform")
+    platform = ctx.platform
+    owners: list[tuple[tuple[Slot, ...], str]] = []
     if tplan.colocated_rollout:
         # hybrid engine: each GPU gathers its rollout TP shard from the FSDP shards of the whole group
         ring = ctx.cluster.ring_bandwidth_bytes_per_s(sorted({s.node for s in trainer}))
         n = len(trainer)
         reshard = actor_bytes / rollout_tp * (n - 1) / n / (ring * ctx.cluster.network_efficiency) if n > 1 else 0.0
         dur = tplan.mode_switch_s + reshard
-        slots = trainer
+        owners = [(trainer, "")]
     elif platform is not None:
-        # serverless: the learner writes the new weights to its node's host memory (later cold starts
-        # fetch them from there) and pushes them to the rollout instances that are still warm
-        trainer_nodes = [inst.node for inst in platform.instances if inst.role == "actor_trainer" and inst.state != "released"]
-        src = trainer_nodes[-1] if trainer_nodes else src
-        platform.publish_weights(ctx.actor.name, src, actor_bytes)
-        warm = [inst for inst in platform.idle.values() if inst.role == "rollout" and inst.model == ctx.actor.name]
+        # serverless: the learner writes the new weights to its node's host memory (later loads fetch
+        # them from there) and pushes them to the resident instances that serve the actor's weights;
+        # sleeping ones fetch them when they wake
+        trainers = [inst for inst in platform.instances if inst.role == "actor_trainer" and inst.state != "released"]
+        src = trainers[-1].node if trainers else src
+        platform.publish("actor", ctx.actor, src, actor_bytes)
+        warm = platform.push("actor")
         dur = ctx.cluster.host_to_gpu_s(actor_bytes / max(len(trainer), 1))
         for node in sorted({inst.node for inst in warm}):
             dur = max(dur, ctx.cluster.gpu_transfer_s(src, node, actor_bytes))
-        slots = tuple(s for inst in warm for s in inst.slots)
+        owners = [(inst.slots, inst.instance_id) for inst in warm]
     else:
         # one copy crosses the network to each replica node, then fans out inside the node
         nodes = sorted({s.node for spec in gplan.replicas for s in spec.slots})
         dur = 0.0
         for node in nodes:
             dur = max(dur, ctx.cluster.gpu_transfer_s(src, node, actor_bytes))
-        slots = tuple(dict.fromkeys(tuple(s for spec in gplan.replicas for s in spec.slots) + tuple(trainer)))
+        owners = [(tuple(dict.fromkeys(tuple(s for spec in gplan.replicas for s in spec.slots) + tuple(trainer))), "")]
     if dur > 0:
-        if slots:
-            rec.busy(i, "weight_sync", "weight_sync", slots, env.now, env.now + dur)
+        for slots, owner in owners:
+            rec.busy(i, "weight_sync", "weight_sync", slots, env.now, env.now + dur, owner)
         yield env.timeout(dur)
     rec.count(i, "weight_sync", bytes=float(actor_bytes))

@@ -130,6 +130,8 @@ def print_summary(summaries: list[dict[str, Any]], out: str) -> None:
         ("  inference (s)", "phases.inference", "{:.1f}"),
         ("  training (s)", "phases.training", "{:.1f}"),
         ("  weight sync (s)", "phases.weight_sync", "{:.1f}"),
+        ("start-up (s)", "startup_s", "{:.1f}"),
+        ("steady step (s)", "steady_mean_iteration_s", "{:.1f}"),
         ("total time (s)", "total_time_s", "{:.1f}"),
         ("total cost (USD)", "total_cost_usd", "{:.2f}"),
         ("billed GPU-s", "billed_gpu_s", "{:,.0f}"),
@@ -152,7 +154,13 @@ def print_summary(summaries: list[dict[str, Any]], out: str) -> None:
     for base, r in main.get("compare", {}).items():
         console.print(
             f"vs {base}: speedup {r['speedup']:.2f}x, cost reduction {r['cost_reduction']:.1%}, GPU-s reduction {r['gpu_s_reduction']:.1%}"
+            " (every step, start-up included)"
         )
+        if "steady_speedup" in r:
+            console.print(
+                f"vs {base}: speedup {r['steady_speedup']:.2f}x, cost reduction {r.get('steady_cost_reduction', float('nan')):.1%}, "
+                f"GPU-s reduction {r.get('steady_gpu_s_reduction', float('nan')):.1%} (per step after start-up)"
+            )
 
 
 def main(argv: list[str] | None = None) -> int:

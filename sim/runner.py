@@ -21,8 +21,10 @@ from sim.config import ConfigError, ExperimentConfig, format_validation_error
 from sim.metrics import build_tables, summarize
 from sim.perf import build_perf
 from sim.allocation import ServerfulAllocator, ServerlessAllocator
-from sim.platform import ServerlessPlatform, serverful_instances
-from sim.rlhf import run_iteration
+from sim.billing import lifetime_intervals, serverful_instances
+from sim.platform import ServerlessPlatform
+from sim.rlhf import run_iteration, run_startup
+from sim.roles import RoleBook
 from sim.runtime import GpuPool, Recorder, RunContext
 from sim.schedulers.base import ClusterView, Scheduler, Slot, available
 from sim.workload import make_workload
@@ -40,6 +42,8 @@ class RunResult:
     completion_s: list[np.ndarray] = field(default_factory=list)
     generated: list[np.ndarray] = field(default_factory=list)
     activities: list[dict[str, Any]] = field(default_factory=list)  # busy intervals: for Gantt charts
+    #: serverless: (instance, GPUs, bytes per GPU, start, end) of every period an instance held GPU memory
+    residency: list[tuple[str, tuple[Slot, ...], float, float, float]] = field(default_factory=list)
 
 
 def resolve_model(spec: str | dict[str, Any] | None, catalog: Catalog, field_path: str) -> ModelSpec | None:
@@ -129,17 +133,16 @@ def simulate(
     slots = [Slot(n, g) for n in range(cluster.nodes) for g in range(gpus_per_node)]
     env = simpy.Environment()
     rec = Recorder()
+    tcfg = cfg.training
+    roles = RoleBook(gpu, actor, actor, critic, reward, tcfg.micro_batch_tokens, tcfg.activation_checkpointing, tcfg.offload)
+    pool = GpuPool(slots)
+    platform = ServerlessPlatform(env, cluster, cfg.platform, platform_rng) if deployment == "serverless" else None
+    alloc = ServerlessAllocator(env, platform) if platform is not None else ServerfulAllocator(env, pool)
     ctx = RunContext(
         env=env, cfg=cfg, cluster=cluster, gpu=gpu, actor=actor, critic=critic, reference=actor, reward=reward,
-        perf=perf, pool=GpuPool(slots), recorder=rec, deployment=deployment, rng=platform_rng,
+        perf=perf, pool=pool, recorder=rec, deployment=deployment, rng=platform_rng, roles=roles, alloc=alloc,
+        platform=platform,
     )  # fmt: skip
-    platform = None
-    if deployment == "serverless":
-        platform = ServerlessPlatform(env, cluster, cfg.platform, platform_rng, rec)
-        ctx.extras["platform"] = platform
-        ctx.extras["alloc"] = ServerlessAllocator(env, platform)
-    else:
-        ctx.extras["alloc"] = ServerfulAllocator(env, ctx.pool)
 
     from sim.memory import kv_capacity_tokens
 
@@ -153,8 +156,13 @@ def simulate(
         if platform is None:
             return ctx.pool.free(), {}
         if cache["key"] != key:
-            cache["key"], cache["free"], cache["warm"] = key, _free_slots(platform), _warm_counts(platform)
+            cache["key"], cache["free"], cache["warm"] = key, platform.free_slots(), platform.warm_counts()
         return cache["free"], cache["warm"]
+
+    def start_s(role: str, gpus: int, count: int, node: int | None = None) -> tuple[float, ...]:
+        if platform is None:
+            return (0.0,) * count
+        return platform.start_estimates_s(roles.spec(role, gpus), count, node)
 
     def view_at(i: int) -> ClusterView:
         free, warm = platform_state()
@@ -165,10 +173,12 @@ def simulate(
             kv_capacity_tokens=kv_tokens, transfer_s=cluster.gpu_transfer_s, nodes_by_distance=cluster.nodes_by_distance,
             perf=perf,
             startup_s=(cfg.platform.cold_start.container_s + cfg.platform.cold_start.engine_init_s) if platform else 0.0,
-            warm=warm,
+            warm=warm, gpu_sharing=cfg.platform.gpu_sharing if platform else "exclusive", start_s=start_s,
         )  # fmt: skip
 
     def driver():
+        if platform is None:
+            yield from run_startup(ctx)  # a serverful job loads its models and starts its engines first
         for i in range(cfg.iterations):
             yield from run_iteration(ctx, scheduler, workload, i, view_at)
             if on_iteration is not None:
@@ -179,19 +189,21 @@ def simulate(
     env.run(until=env.process(driver()))
 
     if platform is not None:
-        instances = platform.records()
+        instances, billed = platform.records(cfg.platform.billing)
     else:
         instances = serverful_instances(slots, env.now)
+        billed = lifetime_intervals(instances)
     price = price_per_gpu_hour(cfg, gpu)
-    rows, inst_rows = build_tables(rec, instances, cfg.platform.billing, price / 3600.0)
+    rows, inst_rows = build_tables(rec, instances, cfg.platform.billing, price / 3600.0, billed, by_owner=platform is not None)
     meta = {
         "name": cfg.name, "run_id": run_id or cfg.scheduler.name, "scheduler": cfg.scheduler.name, "deployment": deployment,
         "seed": cfg.seed, "iterations": cfg.iterations, "model": actor.name, "gpu": gpu.name, "gpus": len(slots),
         "price_usd_per_gpu_hour": price,
     }  # fmt: skip
     summary = summarize(rows, inst_rows, meta, rec)
-    summary.update(platform_summary(platform, inst_rows, rec))
-    return RunResult(summary, rows, inst_rows, rec.completion_s, rec.generated, activity_rows(rec))
+    summary.update(platform_summary(platform, rec))
+    residency = platform.residency() if platform is not None else []
+    return RunResult(summary, rows, inst_rows, rec.completion_s, rec.generated, activity_rows(rec), residency)
 
 
 def price_per_gpu_hour(cfg: ExperimentConfig, gpu) -> float:
@@ -201,31 +213,19 @@ def price_per_gpu_hour(cfg: ExperimentConfig, gpu) -> float:
     return cfg.platform.prices_usd_per_gpu_hour.get(gpu.name, gpu.price_usd_per_gpu_hour)
 
 
-def _warm_counts(platform) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for inst in platform.idle.values():
-        counts[inst.role] = counts.get(inst.role, 0) + 1
-    return counts
-
-
-def _free_slots(platform) -> tuple[Slot, ...]:
-    return tuple(Slot(n, g) for n, gs in sorted(platform.free.items()) for g in gs)
-
-
-def platform_summary(platform, inst_rows: list[dict[str, Any]], rec: Recorder) -> dict[str, Any]:
-    """Serverless extras: cold-start seconds, queueing delay, failures and wasted GPU-seconds."""
+def platform_summary(platform, rec: Recorder) -> dict[str, Any]:
+    """Serverless extras: start-up seconds, wakes and sleeps, queueing delay, failures and wasted GPU-seconds."""
     gen = [c for (_, phase), c in rec.counters.items() if phase == "generation"]
     lost_tokens = sum(c.get("lost_tokens", 0.0) for c in gen)
     retries = sum(c.get("retries", 0.0) for c in rec.counters.values())
     if platform is None:
-        return {"cold_start_s": 0.0, "wakes": 0, "wake_s": 0.0, "prewarms": 0, "queueing_s": 0.0, "failures": 0,
+        return {"cold_start_s": 0.0, "wakes": 0, "wake_s": 0.0, "sleeps": 0, "prewarms": 0, "queueing_s": 0.0, "failures": 0,
                 "wasted_gpu_s": 0.0, "lost_tokens": 0, "retries": 0}  # fmt: skip
-    cold = sum((r["ready_s"] - r["requested_s"] - r.get("queued_s", 0.0)) for r in inst_rows if r["cold_start"])
-    woken = sum((r["ready_s"] - r["requested_s"] - r.get("queued_s", 0.0)) for r in inst_rows if not r["cold_start"])
     return {
-        "cold_start_s": cold,
+        "cold_start_s": platform.cold_start_time_s,
         "wakes": platform.wakes,
-        "wake_s": woken,
+        "wake_s": platform.wake_time_s,
+        "sleeps": platform.sleeps,
         "prewarms": platform.prewarms,
         "queueing_s": platform.queue_wait_s,
         "failures": platform.failures,
@@ -245,6 +245,7 @@ def activity_rows(rec: Recorder) -> list[dict[str, Any]]:
             "slots": ";".join(f"n{s.node}g{s.gpu}" for s in a.slots),
             "start_s": float(a.start_s),
             "end_s": float(a.end_s),
+            "instance_id": a.owner,
         }
         for a in rec.activities
     ]

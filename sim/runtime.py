@@ -15,6 +15,7 @@ import simpy
 from sim.catalog import GpuSpec, ModelSpec
 from sim.cluster import Cluster
 from sim.config import ExperimentConfig
+from sim.roles import RoleBook
 from sim.schedulers.base import Slot
 
 
@@ -62,6 +63,7 @@ class Activity:
     slots: tuple[Slot, ...]
     start_s: float
     end_s: float
+    owner: str = ""  # the function instance that did it (serverless); "" on serverful GPUs
 
 
 @dataclass
@@ -73,9 +75,9 @@ class Recorder:
     generated: list[np.ndarray] = field(default_factory=list)  # per iteration: tokens generated per sample
     engine_events: int = 0
 
-    def busy(self, iteration: int, phase: str, role: str, slots: tuple[Slot, ...], start_s: float, end_s: float) -> None:
+    def busy(self, iteration: int, phase: str, role: str, slots: tuple[Slot, ...], start_s: float, end_s: float, owner: str = "") -> None:
         if end_s > start_s:
-            self.activities.append(Activity(iteration, phase, role, slots, start_s, end_s))
+            self.activities.append(Activity(iteration, phase, role, slots, start_s, end_s, owner))
 
     def count(self, iteration: int, phase: str, **values: float) -> None:
         row = self.counters.setdefault((iteration, phase), {})
@@ -98,4 +100,7 @@ class RunContext:
     recorder: Recorder
     deployment: str
     rng: np.random.Generator
+    roles: RoleBook
+    alloc: Any  # sim.allocation.ServerfulAllocator or ServerlessAllocator
+    platform: Any = None  # sim.platform.ServerlessPlatform when serverless
     extras: dict[str, Any] = field(default_factory=dict)

@@ -33,8 +33,6 @@ class _Group:
 
 class StreamingInference:
     def __init__(self, ctx: RunContext, iteration: int, plan: InferencePlan, roles: tuple[str, ...], lengths: np.ndarray):
-        from sim.rlhf import role_instance, role_model  # the roles' models and cache identities
-
         self.ctx, self.env, self.i = ctx, ctx.env, iteration
         self.lengths = lengths.astype(np.float64)  # prompt + response per sample
         self.closing = False
@@ -47,12 +45,11 @@ class StreamingInference:
         self.procs = []
         for role in roles:
             rp = planned[role]
-            model = role_model(ctx, role)
-            _, key, _ = role_instance(ctx, role)
+            model = ctx.roles.model(role)
             self.groups[role] = [_Group(role, tuple(g)) for g in rp.groups]
             self.assignment[role] = None if rp.assignment is None else np.asarray(rp.assignment, dtype=np.int64)
             for g in self.groups[role]:
-                self.procs.append(self.env.process(self._serve(g, model, key)))
+                self.procs.append(self.env.process(self._serve(g, model, ctx.roles.spec(role, len(g.slots)))))
         self.done = self.env.all_of(self.procs)
 
     def finished(self, seqs: list[int]) -> None:
@@ -78,15 +75,15 @@ class StreamingInference:
         ring = self.ctx.cluster.ring_bandwidth_bytes_per_s(sorted({s.node for s in slots}))
         return self.ctx.perf.forward_s(model, float(mine.sum()), float((mine * mine / 2.0).sum()), len(slots), ring)
 
-    def _serve(self, g: _Group, model, key) -> Iterator:
-        env, rec, alloc = self.env, self.ctx.recorder, self.ctx.extras["alloc"]
+    def _serve(self, g: _Group, model, spec) -> Iterator:
+        env, rec, alloc = self.env, self.ctx.recorder, self.ctx.alloc
         me = env.active_process
         lease = None
         batch: list[int] = []
         while True:
             try:
                 if lease is None:
-                    lease = yield alloc.acquire(g.role, model, g.slots, None, key)
+                    lease = yield alloc.acquire(spec, g.slots)
                     alloc.on_crash(lease, lambda _inst: me.interrupt("crash") if me.is_alive else None)
                 if not batch:
                     if not g.queue:
@@ -101,7 +98,7 @@ class StreamingInference:
                 try:
                     yield env.timeout(self._batch_s(model, lease.slots, batch))
                 finally:
-                    rec.busy(self.i, "inference", g.role, lease.slots, start, env.now)
+                    rec.busy(self.i, "inference", g.role, lease.slots, start, env.now, lease.owner)
                 g.done_samples += len(batch)
                 rec.count(self.i, "inference", **{f"streamed_{g.role}": float(len(batch))})
                 batch = []

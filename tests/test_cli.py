@@ -26,7 +26,8 @@ RUN_FILES = ("config.yaml", "iterations.csv", "instances.csv", "summary.json")
 SUMMARY_KEYS = [
     "name", "run_id", "scheduler", "seed", "iterations", "mean_iteration_s", "total_time_s", "total_cost_usd",
     "billed_gpu_s", "busy_gpu_s", "idle_gpu_s", "utilization", "tokens_generated", "tokens_per_s",
-    "cost_per_million_tokens_usd", "cold_starts", "migrations", "phases",
+    "cost_per_million_tokens_usd", "cold_starts", "migrations", "phases", "startup_s", "steady_mean_iteration_s",
+    "steady_cost_per_iteration_usd", "steady_billed_gpu_s_per_iteration",
 ]  # fmt: skip
 PHASES = ["generation", "inference", "training", "weight_sync"]
 ITERATION_COLUMNS = [
@@ -98,7 +99,7 @@ def test_summary_json_has_every_documented_key(quickstart_runs) -> None:
     summary = json.loads((out / "quickstart" / "verl" / "summary.json").read_text())
     missing = [k for k in SUMMARY_KEYS if k not in summary]
     assert not missing
-    assert sorted(summary["phases"]) == sorted(PHASES)
+    assert sorted(summary["phases"]) == sorted(PHASES + ["startup"])
     assert summary["name"] == "quickstart" and summary["run_id"] == "verl" and summary["scheduler"] == "verl"
     assert summary["seed"] == 0 and summary["iterations"] == 3
     assert "compare" not in summary  # only when `compare` is set
@@ -112,7 +113,8 @@ def test_iterations_and_instances_csv_columns(quickstart_runs) -> None:
     run_dir = out / "quickstart" / "verl"
     columns, rows = read_csv(run_dir / "iterations.csv")
     assert [c for c in ITERATION_COLUMNS if c not in columns] == []
-    assert [(int(r["iteration"]), r["phase"]) for r in rows] == [(i, p) for i in range(3) for p in PHASES]
+    # a serverful job starts up (loads its models, starts its engines) before its first iteration
+    assert [(int(r["iteration"]), r["phase"]) for r in rows] == [(0, "startup")] + [(i, p) for i in range(3) for p in PHASES]
     columns, rows = read_csv(run_dir / "instances.csv")
     assert [c for c in INSTANCE_COLUMNS if c not in columns] == []
     assert len(rows) == 8  # serverful verl: one instance per GPU of the 1 x 8 L40S node

@@ -17,13 +17,13 @@ import pytest
 from sim.catalog import load_catalog
 from sim.config import BillingConfig, ExperimentConfig, validate
 from sim.metrics import INSTANCE_COLUMNS, ITERATION_COLUMNS, PHASE_ORDER, build_tables, compare_ratios
-from sim.platform import InstanceRecord
+from sim.billing import InstanceRecord
 from sim.runner import RunResult, simulate
 from sim.runtime import Recorder
 from sim.schedulers.base import Slot
 from sim.workload import make_workload
 
-PHASES = list(PHASE_ORDER)
+PHASES = [p for p in PHASE_ORDER if p != "startup"]  # every iteration's phases
 GPUS = 8
 SMALL: dict[str, Any] = {
     "name": "metrics",
@@ -108,7 +108,8 @@ def test_each_row_busy_plus_idle_is_billed(small) -> None:
 def test_phases_tile_time(small) -> None:
     cfg, res = small
     rows = res.iterations
-    assert [(r["iteration"], r["phase"]) for r in rows] == [(i, p) for i in range(cfg.iterations) for p in PHASES]
+    startup = [(0, "startup")] if res.summary["deployment"] == "serverful" else []  # a serverful job starts up first
+    assert [(r["iteration"], r["phase"]) for r in rows] == startup + [(i, p) for i in range(cfg.iterations) for p in PHASES]
     assert rows[0]["start_s"] == 0.0
     for prev, row in zip(rows, rows[1:]):
         assert row["start_s"] == prev["end_s"]
@@ -159,14 +160,15 @@ def test_iteration_and_phase_times(small) -> None:
         durations = [r["duration_s"] for r in res.iterations if r["phase"] == p]
         assert len(durations) == cfg.iterations
         assert close(s["phases"][p], sum(durations) / cfg.iterations)
+    assert close(s["phases"]["startup"] * cfg.iterations, sum(r["duration_s"] for r in res.iterations if r["phase"] == "startup"))
     assert close(sum(s["phases"].values()), s["mean_iteration_s"])
 
 
 def test_steady_state_is_the_second_half_of_the_iterations(small) -> None:
     cfg, res = small
     s = res.summary
-    steady = range(cfg.iterations // 2, cfg.iterations)
-    per_iter = {i: [r for r in res.iterations if r["iteration"] == i] for i in steady}
+    steady = range(max(1, cfg.iterations // 2), cfg.iterations)
+    per_iter = {i: [r for r in res.iterations if r["iteration"] == i and r["phase"] != "startup"] for i in steady}
     assert close(s["steady_mean_iteration_s"], np.mean([rows[-1]["end_s"] - rows[0]["start_s"] for rows in per_iter.values()]))
     assert close(s["steady_cost_per_iteration_usd"], np.mean([sum(r["cost_usd"] for r in rows) for rows in per_iter.values()]))
     assert close(s["steady_billed_gpu_s_per_iteration"], np.mean([sum(r["billed_gpu_s"] for r in rows) for rows in per_iter.values()]))

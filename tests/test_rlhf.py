@@ -54,7 +54,7 @@ def test_generation_is_never_faster_than_the_longest_response_at_batch_one():
 def test_phases_run_in_order_and_tile_each_iteration():
     result = simulate(config())
     rows = result.iterations
-    assert [r["phase"] for r in rows[:4]] == ["generation", "inference", "training", "weight_sync"]
+    assert [r["phase"] for r in rows[:5]] == ["startup", "generation", "inference", "training", "weight_sync"]
     for a, b in zip(rows, rows[1:]):
         assert b["start_s"] == pytest.approx(a["end_s"])
     assert all(r["duration_s"] > 0 for r in rows)

@@ -274,6 +274,23 @@ def overbooked_nodes(instances: list[dict], gpus_per_node: int) -> list[tuple]:
     return bad
 
 
+def over_capacity(residency: list[tuple], capacity_bytes: float) -> list[tuple]:
+    """Times at which the memory resident on one GPU exceeds its capacity (memory sharing)."""
+    events = defaultdict(list)
+    for _inst, slots, nbytes, start, end in residency:
+        for s in slots:
+            events[s].append((start, nbytes))
+            events[s].append((end, -nbytes))
+    bad = []
+    for slot, ev in events.items():
+        held = 0.0
+        for t, d in sorted(ev, key=lambda e: (e[0], e[1])):  # departures first at equal times
+            held += d
+            if held > capacity_bytes * (1 + 1e-9):
+                bad.append((slot, t, held))
+    return bad
+
+
 def check_invariants(result, cfg, expected_generated: list[np.ndarray]) -> None:
     assert len(result.generated) == cfg.iterations
     for gen, ref, fin in zip(result.generated, expected_generated, result.completion_s):
@@ -286,7 +303,10 @@ def check_invariants(result, cfg, expected_generated: list[np.ndarray]) -> None:
     for a in result.activities:
         assert set(a["slots"].split(";")) <= slots
         assert 0.0 <= a["start_s"] <= a["end_s"] <= result.summary["total_time_s"] + 1e-9
-    assert overbooked_nodes(result.instances, gpn) == []
+    if result.summary["deployment"] == "serverless":  # exclusive instances hold a whole GPU's memory each
+        assert over_capacity(result.residency, CAT.gpu(cfg.cluster.gpu).memory_bytes) == []
+    else:
+        assert overbooked_nodes(result.instances, gpn) == []
     for row in result.instances:
         assert row["billed_s"] >= row["busy_s"] - 1e-9
     assert result.summary["billed_gpu_s"] >= result.summary["busy_gpu_s"] - 1e-6
@@ -309,6 +329,7 @@ run_params = st.fixed_dictionaries(
         "dataset": st.sampled_from(["gsm8k", "math", "livecodebench"]),
         "max_response": st.sampled_from([64, 512, 1024]),
         "sleep": st.booleans(),
+        "sharing": st.sampled_from(["memory", "exclusive"]),
         "keep_alive": st.sampled_from([0.0, 20.0, 120.0]),
         "max_num_seqs": st.sampled_from([3, 1024]),
         "tau": st.sampled_from([0.3, 0.7, 1.0]),
@@ -324,7 +345,7 @@ def invariant_config(name: str, p: dict):
         workload={"dataset": p["dataset"], "prompts_per_iteration": p["prompts"], "samples_per_prompt": p["group"],
                   "max_response_tokens": p["max_response"], "dataset_prompts": p["prompts"]},
         cluster={"nodes": p["nodes"], "gpus_per_node": p["gpus"], "gpu": "L40S"},
-        platform={"kind": "serverless", "keep_alive_s": p["keep_alive"], "sleep_idle": p["sleep"]},
+        platform={"kind": "serverless", "keep_alive_s": p["keep_alive"], "sleep_idle": p["sleep"], "gpu_sharing": p["sharing"]},
         engine={"max_num_seqs": p["max_num_seqs"]},
         scheduler={"name": name, "params": params},
     )  # fmt: skip

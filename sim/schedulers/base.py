@@ -62,8 +62,16 @@ class ClusterView:
     learner_node: int = 0
     #: serverless only: fixed start-up of a new function (container + engine init), without the weight load
     startup_s: float = 0.0
-    #: serverless only: warm idle instances per role right now
+    #: serverless only: resident idle instances per role right now
     warm: dict[str, int] = field(default_factory=dict, compare=False)
+    #: serverless only: how functions hold GPUs, "exclusive" (whole GPUs) or "memory" (shared memory)
+    gpu_sharing: str = "exclusive"
+    #: seconds until each of `count` new requests of (role, GPUs per instance) could compute if asked now,
+    #: cheapest first, preferring `node`: 0 for a resident instance, a wake for a sleeping one, a cold start
+    #: for the rest; what the platform would really charge in start-up (all zeros when serverful)
+    start_s: Callable[[str, int, int, "int | None"], tuple[float, ...]] = field(
+        default=lambda role, gpus, count, node=None: (0.0,) * count, repr=False, compare=False
+    )
 
     def slots_on(self, node: int) -> list[Slot]:
         return [s for s in self.free_slots if s.node == node]
@@ -106,14 +114,18 @@ class ReplicaSpec:
 
 @dataclass(frozen=True)
 class Prewarm:
-    """Start a function instance of `role` now (serverless), so that a later phase finds it warm.
+    """Have a function instance of `role` loaded for a later phase (serverless), starting `after_s` from now.
 
     Roles: rollout, prefill, actor_logprob, reference, critic, reward, actor_trainer, critic_trainer.
-    The slots give the size and preferred node; the platform skips it when no GPU is free.
+    The slots give the size, the FSDP group (an instance per node they span) and the preferred GPUs. A
+    sleeping instance is woken, a resident one kept; otherwise one is cold-started: with memory sharing as
+    soon as its memory fits, with exclusive GPUs only if GPUs are free then.
     """
 
     role: str
     slots: tuple[Slot, ...]
+    after_s: float = 0.0
+    gpu_memory_utilization: float | None = None  # engine roles: its memory share (default: the engine's)
 
 
 @dataclass(frozen=True)
@@ -131,6 +143,9 @@ class GenerationPlan:
     prewarm: tuple["Prewarm", ...] = ()
     #: serverless only: keep idle functions of this run warm this long from now on (None: platform default)
     keep_alive_s: float | None = None
+    #: serverless only: from now on put functions to sleep as soon as they are idle (True) or keep them
+    #: resident until their memory is needed (False); None: the platform's `sleep_idle`
+    sleep_idle: bool | None = None
     #: inference that starts on each finished sample: every role placed here takes its GPUs now and is fed
     #: samples as they finish (plan_inference is then not called this iteration). Its GPUs must not be
     #: the rollout replicas'.

@@ -112,7 +112,10 @@ class PlatformConfig(Strict):
     sleep_idle: bool = Field(
         False, description="idle instances sleep in host memory at once instead of staying resident: not billed, woken in wake_s + a copy back over PCIe"
     )
-    wake_s: float = Field(1.0, ge=0, description="fixed cost of waking a sleeping instance, besides copying its state back (assumption, docs/platforms.md)")
+    #: vLLM's sleep-mode benchmarks wake small models (weights copy included) in about 0.1-0.4 s and the
+    #: largest (235B, TP) in up to 6 s, which the copy over PCIe explains (blog.vllm.ai/2025/10/26/sleep-mode;
+    #: docs/platforms.md); the fixed part is at most ~0.4 s
+    wake_s: float = Field(0.4, ge=0, description="fixed cost of waking a sleeping instance, besides copying its state back over PCIe (vLLM sleep mode: docs/platforms.md)")
     price_usd_per_gpu_hour: float | None = Field(None, ge=0, description="overrides the GPU catalog's on-demand price")
     prices_usd_per_gpu_hour: dict[str, float] = Field(
         default_factory=dict, description="per GPU type (a preset's price list); price_usd_per_gpu_hour wins"

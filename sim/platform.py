@@ -105,6 +105,7 @@ class ServerlessPlatform:
         self.instances: list[Instance] = []
         self.queue: list[_Request] = []
         self.pending: list[_Request] = []  # pre-warms waiting for room
+        self.scheduled: list[_Request] = []  # pre-warms waiting for their start time
         self.host_budget = cluster.gpu.host_memory_bytes * DRAM_CACHE_FRACTION
         self.pinned = {n: 0.0 for n in range(cluster.nodes)}  # host bytes of sleeping instances
         self.dram: dict[int, OrderedDict[str, tuple[float, int]]] = {n: OrderedDict() for n in range(cluster.nodes)}
@@ -173,9 +174,13 @@ class ServerlessPlatform:
         req.deadline_s = req.asked_s + max(self.keep_alive_s, 0.0)
 
         def fire(_e=None) -> None:
+            if req not in self.scheduled:
+                return  # its phase began first: the work requests took care of it
+            self.scheduled.remove(req)
             if not self._serve(req) and self.shared:
                 self.pending.append(req)
 
+        self.scheduled.append(req)
         if after_s > 0:
             self.env.timeout(after_s).callbacks.append(fire)
         else:
@@ -241,10 +246,12 @@ class ServerlessPlatform:
             ev.succeed(inst)
 
     def _drop_pending(self, spec: FunctionSpec) -> None:
-        for k, p in enumerate(self.pending):
-            if p.spec.role == spec.role and p.spec.key == spec.key and p.spec.gpus == spec.gpus:
-                del self.pending[k]
-                return
+        """A work request was served: one pre-warm still waiting for the same function is no longer needed."""
+        for queue in (self.pending, self.scheduled):
+            for k, p in enumerate(queue):
+                if p.spec.role == spec.role and p.spec.key == spec.key and p.spec.gpus == spec.gpus:
+                    del queue[k]
+                    return
 
     # ------------------------------------------------------------------ room on GPUs
     def _victim_ok(self, inst: Instance, work: bool) -> bool:
@@ -647,6 +654,7 @@ class ServerlessPlatform:
     def shutdown(self) -> None:
         """The job is over: every instance still alive is released now."""
         self.pending.clear()
+        self.scheduled.clear()
         for inst in list(self.instances):
             self.release(inst)
 

@@ -23,16 +23,24 @@ GPU = CAT.gpu("L40S")
 SMALL = CAT.model("qwen2.5-0.5b")
 
 
-def make_view(nodes: int = 1, gpus_per_node: int = 8, model=SMALL, startup_s: float = 0.0, warm: dict | None = None) -> ClusterView:
-    """A ClusterView built like sim/runner.py's view_at, for a bare cluster at t=0."""
+def make_view(nodes: int = 1, gpus_per_node: int = 8, model=SMALL, startup_s: float = 0.0, warm: dict | None = None,
+              starts: tuple[float, ...] = ()) -> ClusterView:  # fmt: skip
+    """A ClusterView built like sim/runner.py's view_at, for a bare cluster at t=0.
+
+    `starts`: what the platform would charge successive requests to start (then `startup_s` for the rest).
+    """
     cluster = Cluster(GPU, nodes, gpus_per_node)
+
+    def start_s(role, gpus, count, node=None):
+        return tuple((tuple(sorted(starts)) + (startup_s,) * count)[:count])
+
     return ClusterView(
         now_s=0.0, iteration=0, nodes=nodes, gpus_per_node=gpus_per_node, gpu=GPU, actor=model, critic=None,
         reference=model, reward=None, algorithm="grpo", deployment="serverless",
         free_slots=tuple(Slot(n, g) for n in range(nodes) for g in range(gpus_per_node)), max_num_seqs=1024,
         kv_watermark=0.01, kv_capacity_tokens=lambda tp, f: kv_capacity_tokens(model, GPU, tp, f),
         transfer_s=cluster.gpu_transfer_s, nodes_by_distance=cluster.nodes_by_distance, perf=RooflineModel(GPU),
-        startup_s=startup_s, warm=warm or {},
+        startup_s=startup_s, warm=warm or {}, start_s=start_s, gpu_sharing="memory",
     )  # fmt: skip
 
 
@@ -298,16 +306,18 @@ def test_predict_decode_s_of_one_sequence_is_the_step_sum():
     assert two == pytest.approx(by_hand)
 
 
-def test_startup_counts_only_for_actors_that_are_not_warm():
+def test_scaling_charges_each_actor_the_start_up_the_platform_would_charge():
+    """Resident actors start at once, sleeping ones pay a wake, new ones a cold start (ClusterView.start_s)."""
     s = scheduler()
     batch = make_batch()
     pred, sizes = np.full(16, 200.0), np.full(16, 4.0)
     cold = s.predict_cost(make_view(startup_s=10.0), batch, pred, sizes, 4, 1)
-    hot = s.predict_cost(make_view(startup_s=10.0, warm={"rollout": 4}), batch, pred, sizes, 4, 1)
-    half = s.predict_cost(make_view(startup_s=10.0, warm={"rollout": 2}), batch, pred, sizes, 4, 1)
+    hot = s.predict_cost(make_view(startup_s=10.0, starts=(0.0, 0.0, 0.0, 0.0)), batch, pred, sizes, 4, 1)
+    mixed = s.predict_cost(make_view(startup_s=10.0, starts=(0.0, 0.5)), batch, pred, sizes, 4, 1)  # resident, asleep, 2 cold
     assert cold[1] - hot[1] == pytest.approx(40.0)
-    assert half[1] - hot[1] == pytest.approx(20.0)
+    assert mixed[1] - hot[1] == pytest.approx(20.5)
     assert cold[0] - hot[0] == pytest.approx(10.0)
+    assert mixed[0] - hot[0] == pytest.approx(10.0)  # the slowest actor still waits for a cold start
 
 
 @pytest.mark.parametrize("lam", [0.0, 0.3, 0.5, 0.8, 1.0])

@@ -412,10 +412,11 @@ LONG_TAIL = {
 
 
 @functools.lru_cache(maxsize=None)
-def ordering_costs(case: str) -> dict[str, float]:
+def ordering_costs(case: str, prewarm: bool = True) -> dict[str, float]:
     dataset, model = LONG_TAIL[case]
     out = {}
     for name in ("verl", "serverless", "rlhfless", "oracle"):
+        params = {} if name in ("verl", "serverless") else {"prewarm": prewarm}
         cfg = validate(
             {
                 "name": "order", "seed": 0, "iterations": 4, "model": model,
@@ -423,7 +424,7 @@ def ordering_costs(case: str) -> dict[str, float]:
                              "max_response_tokens": 2048, "dataset_prompts": 64},
                 "cluster": {"nodes": 2, "gpus_per_node": 8, "gpu": "L40S"},
                 "platform": {"preset": "self-hosted", "sleep_idle": True},
-                "scheduler": {"name": name},
+                "scheduler": {"name": name, "params": params},
             },
             "order",
         )  # fmt: skip
@@ -448,8 +449,11 @@ def test_rlhfless_costs_less_than_the_length_unaware_serverless_baseline(case):
 @pytest.mark.parametrize("case", list(LONG_TAIL))
 def test_oracle_costs_no_more_than_rlhfless_within_two_percent(case):
     # 2 %: the predictor is near-perfect here (epochs recur every iteration), and a better assignment can
-    # still shift cut-and-migrate and cold starts slightly either way
-    c = ordering_costs(case)
+    # still shift cut-and-migrate slightly either way. Pre-warming is off on both sides: its timing comes
+    # from the generation-time model, which errs by several seconds per iteration either way whatever the
+    # length predictor (docs/schedulers.md), and an early pre-warm of 16 GPUs outweighs the difference
+    # this test is about, the value of perfect length prediction
+    c = ordering_costs(case, prewarm=False)
     assert c["oracle"] <= c["rlhfless"] * 1.02, c
 
 

@@ -71,9 +71,18 @@ class RLHFlessParams(RolloutParams):
     kv_headroom: float = Field(1.5, ge=1.0, description="receiver KV needed per migrated sample, x its context now")
     inference_gpus_per_role: int | None = Field(None, ge=1, description="default: all GPUs shared among the roles, which run at once")
     training_gpus: int | None = Field(None, ge=1, description="learner GPUs, from the learner node on; default: all")
-    # pre-warm functions from the invocation history (rlhfless.md section 5): start the next phases'
-    # functions on GPUs the current phase leaves free, so that they are warm when needed
+    # pre-warm functions from the invocation history (rlhfless.md section 5): have each later phase's
+    # functions loaded (woken or cold-started) shortly before the phase is predicted to begin, from the
+    # predicted generation time and the last iteration's phase times
     prewarm: bool = True
+    # start a pre-warm this share of the predicted wait early, on top of its predicted start-up, so that a
+    # misprediction of that size still finds it ready. 0 aims at the (bias-corrected) prediction: a late
+    # pre-warm delays its phase by at most the rest of its start-up, an early one bills its GPUs while they
+    # wait, so neither side is favoured (docs/schedulers.md)
+    prewarm_margin: float = Field(0.0, ge=0, le=1)
+    # with memory sharing, put functions to sleep as soon as they are idle (not billed; woken before their
+    # next phase by the pre-warms) instead of leaving them resident until their memory is needed
+    sleep_idle: bool = True
     # keep idle functions alive for the shortest step seen so far plus a buffer (rlhfless.md section 5:
     # "shortest step time plus a buffer"; the buffer is not published: assumption)
     # run the inference roles on the GPUs the decode actors leave free, fed each sample as it finishes.
@@ -189,6 +198,9 @@ class RLHFless(Scheduler):
         self.last_scores: dict[int, float] = {}
         self.last_n = 0
         self._rest = (0.0, 0.0)  # (seconds, GPU-seconds) of the last iteration's other phases
+        self._last_phase_s: dict[str, float] = {}  # the last iteration's phase times (pre-warm timing)
+        self._predicted_gen_s = 0.0
+        self._gen_scale = 1.0  # actual / predicted generation time, last iteration
         self._shortest_step_s: float | None = None
 
     # ------------------------------------------------------------------ helpers
@@ -253,7 +265,9 @@ class RLHFless(Scheduler):
         sample_actor = actor_of_prompt[batch.sample_prompt]
         sample_len = pred[batch.sample_prompt]
         sample_prompt_tokens = batch.prompt_tokens[batch.sample_prompt].astype(np.float64)
-        warm = view.warm.get("rollout", 0)
+        # what the platform would charge each actor to start: 0 when resident, a wake when asleep, else a
+        # cold start; the longest-predicted actor (0) gets the cheapest
+        starts = view.start_s("rollout", tp, n, view.learner_node)
         kv_tokens = view.kv_capacity_tokens(tp, self.p.gpu_memory_utilization) * (1 - view.kv_watermark)
         times = []
         for a in range(n):
@@ -265,8 +279,7 @@ class RLHFless(Scheduler):
             slots = int(max(1, min(view.max_num_seqs, kv_tokens // max(mean_final, 1.0))))
             if len(lengths) > slots:
                 lengths, prompts = queue_slots(lengths, prompts, slots)
-            start = 0.0 if a < warm else view.startup_s
-            times.append(start + predict_decode_s(rep, lengths, prompts))
+            times.append(starts[a] + predict_decode_s(rep, lengths, prompts))
         return max(times, default=0.0), tp * float(sum(times))
 
     # ------------------------------------------------------------------ plans
@@ -283,6 +296,7 @@ class RLHFless(Scheduler):
         n_lo = min(p.n_min, n_hi)
         n = n_hi
         self.last_scores = {}
+        preds: dict[int, tuple[float, float]] = {}
         if p.actor_scaling and n_hi > n_lo:
             preds = {k: self.predict_cost(view, batch, pred, group_sizes, k, tp) for k in range(n_lo, n_hi + 1)}
             # T_total and C add the rest of the iteration, which does not depend on N (last iteration's)
@@ -302,10 +316,15 @@ class RLHFless(Scheduler):
         stream = self._stream_plan(view, specs, prefill, roles) if p.stream_inference else None
         prewarm: tuple = ()
         if p.prewarm:
+            # the phases begin after the predicted generation (and, for the trainers, last iteration's inference)
+            self._predicted_gen_s = (preds[n] if n in preds else self.predict_cost(view, batch, pred, group_sizes, n, tp))[0]
+            # history corrects the time model's bias: last iteration's actual / predicted generation time
+            t_gen = self._predicted_gen_s * self._gen_scale
             layout = [] if stream is not None else self._inference_layout(view, roles)
             train = self._training_slots(view)
-            prewarm = tuple(Prewarm(r, slots) for r, slots in layout) + tuple(
-                Prewarm(f"{m}_trainer", train) for m in (("critic", "actor") if view.algorithm == "ppo" else ("actor",))
+            t_train = t_gen + self._last_phase_s.get("inference", 0.0)
+            prewarm = tuple(self._timed(view, r, slots, t_gen) for r, slots in layout) + tuple(
+                self._timed(view, f"{m}_trainer", train, t_train) for m in (("critic", "actor") if view.algorithm == "ppo" else ("actor",))
             )
         keep = None
         if p.keep_alive_from_history and self._shortest_step_s is not None:
@@ -313,7 +332,19 @@ class RLHFless(Scheduler):
         return GenerationPlan(
             replicas=tuple(specs), assignment=assignment, prefix_dedup=dedup, prefill=prefill,
             dedup_scope=p.dedup_scope, prewarm=prewarm, keep_alive_s=keep, streaming_inference=stream,
+            sleep_idle=True if (p.sleep_idle and view.gpu_sharing == "memory") else None,
         )  # fmt: skip
+
+    def _timed(self, view: ClusterView, role: str, slots: tuple[Slot, ...], needed_in_s: float, fraction: float | None = None) -> Prewarm:
+        """A pre-warm that should be ready `needed_in_s` from now: started its predicted start-up, plus a
+        margin of that wait, ahead of time (at once when there is no prediction)."""
+        per_node: dict[int, int] = {}
+        for s in slots:
+            per_node[s.node] = per_node.get(s.node, 0) + 1
+        node, gpus = max(per_node.items(), key=lambda kv: (kv[1], -kv[0])) if per_node else (view.learner_node, 1)
+        start = view.start_s(role, gpus, 1, node)[0]
+        after = max(0.0, needed_in_s * (1.0 - self.p.prewarm_margin) - start) if needed_in_s > 0 else 0.0
+        return Prewarm(role, tuple(slots), after, fraction)
 
     def _stream_plan(self, view: ClusterView, specs: list[ReplicaSpec], prefill: ReplicaSpec | None, roles: tuple[str, ...]) -> InferencePlan | None:
         """The inference roles on the GPUs that decode actors and the prefill actor leave free, away from the
@@ -409,10 +440,13 @@ class RLHFless(Scheduler):
         slots = self._training_slots(view)
         prewarm: tuple = ()
         if self.p.prewarm and getattr(self, "_last_specs", None):
-            # the next iteration's decode actors (as many as this one used), and its prefill actor
-            prewarm = tuple(Prewarm("rollout", spec.slots) for spec in self._last_specs)
+            # the next iteration's decode actors (as many as this one used) and its prefill actor, ready
+            # when this training (last iteration's duration) and the weight sync are over
+            wait = self._last_phase_s.get("training", 0.0) + self._last_phase_s.get("weight_sync", 0.0)
+            mem = self.p.gpu_memory_utilization
+            prewarm = tuple(self._timed(view, "rollout", spec.slots, wait, mem) for spec in self._last_specs)
             if self._last_prefill is not None:
-                prewarm += (Prewarm("prefill", self._last_prefill.slots),)
+                prewarm += (self._timed(view, "prefill", self._last_prefill.slots, wait, mem),)
         return TrainingPlan(groups={m: slots for m in work.models}, sequential=True, prewarm=prewarm)
 
     def on_iteration_end(self, stats: IterationStats) -> None:
@@ -420,6 +454,9 @@ class RLHFless(Scheduler):
         if self._shortest_step_s is None or stats.duration_s < self._shortest_step_s:
             self._shortest_step_s = stats.duration_s
         self._rest = (rest_s, rest_s * self._gpus_last)
+        self._last_phase_s = dict(stats.phase_s)
+        if self._predicted_gen_s > 0:
+            self._gen_scale = stats.phase_s["generation"] / self._predicted_gen_s
         self.predictor.update(stats.prompt_ids, stats.sample_prompt, stats.response_tokens.astype(np.float64))
 
 

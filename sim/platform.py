@@ -26,7 +26,7 @@ import simpy
 from sim.billing import BilledInterval, InstanceRecord, exclusive_intervals, shared_intervals
 from sim.memory import InfeasibleError
 from sim.roles import FunctionSpec
-from sim.schedulers.base import Slot
+from sim.schedulers.base import Slot, StartCost
 from sim.transfers import TransferPool
 
 DRAM_CACHE_FRACTION = 0.8  # share of a node's host DRAM usable for cached weights and sleepers (assumption, docs/model.md)
@@ -61,7 +61,7 @@ class Instance:
         self.wakes = 0
         self.claimed = False  # requested for work: it computes once ready
         self.reserved = False  # chosen by a pre-warm for a later request
-        self.waiting: simpy.Event | None = None  # the work request it will serve when ready
+        self.waiting: _Request | None = None  # the work request it will serve when ready
         self.work: list[tuple[float, float]] = []  # busy intervals (billing charges a shared GPU to its worker)
 
     @property
@@ -204,7 +204,7 @@ class ServerlessPlatform:
         work = req.event is not None
         for inst in self._matches(req, ("idle",)):
             if not work:
-                inst.reserved = True
+                self._reserve_idle(inst)
                 return True
             if self._compute_free(inst.slots, inst):
                 self._grant(inst, req)
@@ -221,8 +221,16 @@ class ServerlessPlatform:
                 return True
         return self._cold_start(req)
 
+    def _reserve_idle(self, inst: Instance) -> None:
+        """A pre-warm keeps a resident idle instance for its request: its keep-alive starts over."""
+        inst.reserved = True
+        inst.token += 1
+        token = inst.token
+        if self.keep_alive_s > 0:
+            self.env.timeout(self.keep_alive_s).callbacks.append(lambda _e, i=inst, t=token: self._expire(i, t))
+
     def _claim(self, inst: Instance, req: _Request) -> None:
-        inst.claimed, inst.reserved, inst.waiting = True, False, req.event
+        inst.claimed, inst.reserved, inst.waiting = True, False, req
         for s in inst.slots:
             self.claims[s] = inst
         self.version += 1
@@ -240,10 +248,10 @@ class ServerlessPlatform:
             self._deliver(inst)
 
     def _deliver(self, inst: Instance) -> None:
-        ev, inst.waiting = inst.waiting, None
+        req, inst.waiting = inst.waiting, None
         inst.state = "busy"
-        if ev is not None:
-            ev.succeed(inst)
+        if req is not None:
+            req.event.succeed(inst)
 
     def _drop_pending(self, spec: FunctionSpec) -> None:
         """A work request was served: one pre-warm still waiting for the same function is no longer needed."""
@@ -407,7 +415,9 @@ class ServerlessPlatform:
             self._cache(node, key, nbytes, ver)
             return "dram", None
         if src is not None:
-            tier, usage = f"node{src}", {("nic", src): 1.0, ("nic", node): 1.0}
+            # the trainer's new weights spread as a pipelined broadcast (as NCCL's ring or tree broadcast):
+            # each node's own receive link is the bottleneck, not the publisher's
+            tier, usage = f"node{src}", {("nic", node): 1.0}
         else:
             tier = self.cfg.cold_start.weights_from
             usage = {(tier, node): 1.0}
@@ -461,12 +471,13 @@ class ServerlessPlatform:
             yield self.env.timeout(self.cfg.wake_s)
         t0 = self.env.now
         inst.tier = "sleep"
-        if self._stale(inst):
-            src = self.sources[spec.tracks]  # type: ignore[index]
+        if self._stale(inst):  # newer trained weights: from this node's host memory, or fetched once per node
             inst.version = self.versions[spec.tracks]  # type: ignore[index]
-            if src != inst.node:
-                inst.tier = f"sleep+node{src}"
-                yield self.pool.start(spec.wake_bytes, {("nic", src): 1.0, ("nic", inst.node): 1.0})
+            tier, read = self._read_to_host(inst.node, spec, spec.wake_bytes)
+            if tier != "dram":
+                inst.tier = f"sleep+{tier}"
+            if read is not None:
+                yield read
         if free_at > self.env.now:
             yield self.env.timeout(free_at - self.env.now)
         yield self.pool.start(spec.wake_bytes, self._pcie(inst.slots))
@@ -477,10 +488,10 @@ class ServerlessPlatform:
     def _refresh(self, inst: Instance):
         """A resident instance whose trained weights are stale fetches the newest before it computes."""
         spec = inst.spec
-        src = self.sources[spec.tracks]  # type: ignore[index]
         inst.version = self.versions[spec.tracks]  # type: ignore[index]
-        if src != inst.node:
-            yield self.pool.start(spec.wake_bytes, {("nic", src): 1.0, ("nic", inst.node): 1.0})
+        _tier, read = self._read_to_host(inst.node, spec, spec.wake_bytes)
+        if read is not None:
+            yield read
         yield self.pool.start(spec.wake_bytes, self._pcie(inst.slots))
         if inst.state != "released":
             self._deliver(inst)
@@ -614,7 +625,10 @@ class ServerlessPlatform:
         inst.state = "released"
         inst.released_s = self.env.now
         inst.claimed = inst.reserved = False
+        orphan, inst.waiting = inst.waiting, None
         self.version += 1
+        if orphan is not None:  # it was starting for a request (and crashed): the request goes back in line
+            self.queue.insert(0, orphan)
         self._drain()
 
     def _crash(self, inst: Instance) -> None:
@@ -678,9 +692,9 @@ class ServerlessPlatform:
         return out
 
     # ------------------------------------------------------------------ what schedulers may read
-    def start_estimates_s(self, spec: FunctionSpec, count: int, node: int | None = None) -> tuple[float, ...]:
-        """Seconds until each of `count` new requests of `spec` could compute, cheapest first, if asked now:
-        0 for a resident idle instance, a wake for a sleeping one, a cold start for the rest (no contention)."""
+    def start_estimates_s(self, spec: FunctionSpec, count: int, node: int | None = None) -> tuple[StartCost, ...]:
+        """What each of `count` new requests of `spec` would cost to start if asked now, cheapest first: 0 s for
+        a resident idle instance, a wake for a sleeping one, a cold start for the rest (without contention)."""
         host = self.cluster.host_bw * spec.gpus
         options = []
         for i in self.instances:
@@ -688,10 +702,10 @@ class ServerlessPlatform:
                 continue
             refresh = spec.wake_bytes / host if self._stale(i) else 0.0
             if i.state in ("idle", "loading"):
-                options.append(refresh)
+                options.append(StartCost(refresh, "resident"))
             elif i.state == "asleep":
-                options.append(self.cfg.wake_s + spec.wake_bytes / host + refresh)
-        options.sort()
+                options.append(StartCost(self.cfg.wake_s + spec.wake_bytes / host + refresh, "asleep"))
+        options.sort(key=lambda c: c.seconds)
         cs = self.cfg.cold_start
         n = node if node is not None else 0
         nbytes = self._cold_bytes(spec)
@@ -704,7 +718,7 @@ class ServerlessPlatform:
                 read = nbytes / self._link_bandwidth((cs.weights_from,))
             elif src != n:
                 read = nbytes / self.cluster.inter_bw
-        cold = cs.container_s + read + nbytes / host + cs.engine_init_s
+        cold = StartCost(cs.container_s + read + nbytes / host + cs.engine_init_s, "cold")
         return tuple((options + [cold] * count)[:count])
 
     def free_slots(self) -> tuple[Slot, ...]:

@@ -436,8 +436,9 @@ def _run_weight_sync(ctx: RunContext, i: int, tplan: TrainingPlan, gplan, rollou
         # serverless: the learner writes the new weights to its node's host memory (later loads fetch
         # them from there) and pushes them to the resident instances that serve the actor's weights;
         # sleeping ones fetch them when they wake
-        trainers = [inst for inst in platform.instances if inst.role == "actor_trainer" and inst.state != "released"]
-        src = trainers[-1].node if trainers else src
+        # the learner's first node gathers the full state dict (FSDP rank 0) and writes it to its host memory
+        trainers = {inst.node for inst in platform.instances if inst.role == "actor_trainer" and inst.state != "released"}
+        src = src if (src in trainers or not trainers) else min(trainers)
         platform.publish("actor", ctx.actor, src, actor_bytes)
         warm = platform.push("actor")
         dur = ctx.cluster.host_to_gpu_s(actor_bytes / max(len(trainer), 1))

@@ -26,7 +26,7 @@ from sim.platform import ServerlessPlatform
 from sim.rlhf import run_iteration, run_startup
 from sim.roles import RoleBook
 from sim.runtime import GpuPool, Recorder, RunContext
-from sim.schedulers.base import ClusterView, Scheduler, Slot, available
+from sim.schedulers.base import ClusterView, Scheduler, Slot, StartCost, available
 from sim.workload import make_workload
 
 
@@ -159,15 +159,15 @@ def simulate(
             cache["key"], cache["free"], cache["warm"] = key, platform.free_slots(), platform.warm_counts()
         return cache["free"], cache["warm"]
 
-    def start_s(role: str, gpus: int, count: int, node: int | None = None) -> tuple[float, ...]:
+    def start_s(role: str, gpus: int, count: int, node: int | None = None) -> tuple[StartCost, ...]:
         if platform is None:
-            return (0.0,) * count
+            return (StartCost(0.0, "resident"),) * count
         return platform.start_estimates_s(roles.spec(role, gpus), count, node)
 
     def view_at(i: int) -> ClusterView:
         free, warm = platform_state()
         return ClusterView(
-            now_s=env.now, iteration=i, nodes=cluster.nodes, gpus_per_node=gpus_per_node, gpu=gpu, actor=actor,
+            now_s=env.now, iteration=i, iterations=cfg.iterations, nodes=cluster.nodes, gpus_per_node=gpus_per_node, gpu=gpu, actor=actor,
             critic=critic, reference=actor, reward=reward, algorithm=algorithm, deployment=deployment,  # type: ignore[arg-type]
             free_slots=free, max_num_seqs=cfg.engine.max_num_seqs, kv_watermark=cfg.engine.kv_watermark,
             kv_capacity_tokens=kv_tokens, transfer_s=cluster.gpu_transfer_s, nodes_by_distance=cluster.nodes_by_distance,

@@ -15,7 +15,7 @@ from sim.catalog import load_catalog
 from sim.cluster import Cluster
 from sim.memory import kv_capacity_tokens
 from sim.perf.roofline import RooflineModel
-from sim.schedulers.base import ClusterView, GenerationProgress, Migrate, Release, RolloutBatch, Slot
+from sim.schedulers.base import ClusterView, GenerationProgress, Migrate, Release, RolloutBatch, Slot, StartCost
 from sim.schedulers.rlhfless import LengthPredictor, Oracle, RLHFless, RLHFlessParams, chunk_ranked, predict_decode_s
 
 CAT = load_catalog()
@@ -24,7 +24,7 @@ SMALL = CAT.model("qwen2.5-0.5b")
 
 
 def make_view(nodes: int = 1, gpus_per_node: int = 8, model=SMALL, startup_s: float = 0.0, warm: dict | None = None,
-              starts: tuple[float, ...] = ()) -> ClusterView:  # fmt: skip
+              starts: tuple[float, ...] = (), iterations: int = 1) -> ClusterView:  # fmt: skip
     """A ClusterView built like sim/runner.py's view_at, for a bare cluster at t=0.
 
     `starts`: what the platform would charge successive requests to start (then `startup_s` for the rest).
@@ -32,10 +32,11 @@ def make_view(nodes: int = 1, gpus_per_node: int = 8, model=SMALL, startup_s: fl
     cluster = Cluster(GPU, nodes, gpus_per_node)
 
     def start_s(role, gpus, count, node=None):
-        return tuple((tuple(sorted(starts)) + (startup_s,) * count)[:count])
+        known = [StartCost(t, "resident" if t == 0 else "asleep") for t in sorted(starts)]
+        return tuple((known + [StartCost(startup_s, "cold")] * count)[:count])
 
     return ClusterView(
-        now_s=0.0, iteration=0, nodes=nodes, gpus_per_node=gpus_per_node, gpu=GPU, actor=model, critic=None,
+        now_s=0.0, iteration=0, iterations=iterations, nodes=nodes, gpus_per_node=gpus_per_node, gpu=GPU, actor=model, critic=None,
         reference=model, reward=None, algorithm="grpo", deployment="serverless",
         free_slots=tuple(Slot(n, g) for n in range(nodes) for g in range(gpus_per_node)), max_num_seqs=1024,
         kv_watermark=0.01, kv_capacity_tokens=lambda tp, f: kv_capacity_tokens(model, GPU, tp, f),
@@ -308,7 +309,7 @@ def test_predict_decode_s_of_one_sequence_is_the_step_sum():
 
 def test_scaling_charges_each_actor_the_start_up_the_platform_would_charge():
     """Resident actors start at once, sleeping ones pay a wake, new ones a cold start (ClusterView.start_s)."""
-    s = scheduler()
+    s = scheduler(startup_horizon_steps=1)  # the whole cold start charged to this step
     batch = make_batch()
     pred, sizes = np.full(16, 200.0), np.full(16, 4.0)
     cold = s.predict_cost(make_view(startup_s=10.0), batch, pred, sizes, 4, 1)
@@ -318,6 +319,14 @@ def test_scaling_charges_each_actor_the_start_up_the_platform_would_charge():
     assert mixed[1] - hot[1] == pytest.approx(20.5)
     assert cold[0] - hot[0] == pytest.approx(10.0)
     assert mixed[0] - hot[0] == pytest.approx(10.0)  # the slowest actor still waits for a cold start
+    # a cold start is one-off: spread over the horizon (None: the rest of the run), a wake recurs
+    spread = scheduler(startup_horizon_steps=4).predict_cost(make_view(startup_s=10.0, starts=(0.0, 0.5)), batch, pred, sizes, 4, 1)
+    assert spread[1] - hot[1] == pytest.approx(0.5 + 2 * 10.0 / 4)
+    # by default, over the steps left in the run (make_view: the last of 1 iteration, so all of it)
+    left = scheduler().predict_cost(make_view(startup_s=10.0, starts=(0.0, 0.5)), batch, pred, sizes, 4, 1)
+    assert left[1] - hot[1] == pytest.approx(0.5 + 2 * 10.0)
+    left = scheduler().predict_cost(make_view(startup_s=10.0, starts=(0.0, 0.5), iterations=5), batch, pred, sizes, 4, 1)
+    assert left[1] - hot[1] == pytest.approx(0.5 + 2 * 10.0 / 5)
 
 
 @pytest.mark.parametrize("lam", [0.0, 0.3, 0.5, 0.8, 1.0])

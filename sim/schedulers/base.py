@@ -37,6 +37,18 @@ class Slot:
 
 # ------------------------------------------------------------------------------------------- views
 @dataclass(frozen=True)
+class StartCost:
+    """What starting one function would cost if asked now: seconds until it computes, and how it starts."""
+
+    seconds: float
+    kind: Literal["resident", "asleep", "cold"]  # reused at once, woken from host memory, or cold-started
+
+
+def _no_start_cost(role: str, gpus: int, count: int, node: "int | None" = None) -> tuple[StartCost, ...]:
+    return (StartCost(0.0, "resident"),) * count
+
+
+@dataclass(frozen=True)
 class ClusterView:
     """What a scheduler may know about the cluster and the job at one instant (read-only)."""
 
@@ -60,18 +72,18 @@ class ClusterView:
     nodes_by_distance: Callable[[int], list[int]] = field(repr=False, compare=False)
     perf: Any = field(repr=False, compare=False, default=None)  # the run's performance model (for predictions)
     learner_node: int = 0
+    #: the run's planned number of iterations (a training job's total steps, as verl's total_training_steps)
+    iterations: int = 1
     #: serverless only: fixed start-up of a new function (container + engine init), without the weight load
     startup_s: float = 0.0
     #: serverless only: resident idle instances per role right now
     warm: dict[str, int] = field(default_factory=dict, compare=False)
     #: serverless only: how functions hold GPUs, "exclusive" (whole GPUs) or "memory" (shared memory)
     gpu_sharing: str = "exclusive"
-    #: seconds until each of `count` new requests of (role, GPUs per instance) could compute if asked now,
-    #: cheapest first, preferring `node`: 0 for a resident instance, a wake for a sleeping one, a cold start
-    #: for the rest; what the platform would really charge in start-up (all zeros when serverful)
-    start_s: Callable[[str, int, int, "int | None"], tuple[float, ...]] = field(
-        default=lambda role, gpus, count, node=None: (0.0,) * count, repr=False, compare=False
-    )
+    #: what each of `count` new requests of (role, GPUs per instance) would cost to start if asked now,
+    #: cheapest first, preferring `node`: 0 s for a resident instance, a wake for a sleeping one, a cold start
+    #: for the rest; what the platform would really charge (all resident when serverful)
+    start_s: Callable[[str, int, int, "int | None"], tuple[StartCost, ...]] = field(default=_no_start_cost, repr=False, compare=False)
 
     def slots_on(self, node: int) -> list[Slot]:
         return [s for s in self.free_slots if s.node == node]

@@ -91,6 +91,11 @@ class RLHFlessParams(RolloutParams):
     # waiting for samples); it falls back to the barrier when too few GPUs are free
     stream_inference: bool = False
     keep_alive_from_history: bool = True
+    # actor scaling charges each actor its start-up: nothing when resident, a wake when asleep (paid again
+    # every iteration it sleeps), a cold start when new. A cold start is paid once for a function that then
+    # stays alive (keep-alive from history): it is spread over this many steps; None = the steps left in the
+    # run, as a training job knows its total steps (1: charge it all to this step)
+    startup_horizon_steps: int | None = Field(None, ge=1)
     keep_alive_buffer_s: float = Field(30.0, ge=0)
 
     @model_validator(mode="after")
@@ -224,13 +229,14 @@ class RLHFless(Scheduler):
 
     def place(self, view: ClusterView, n: int, tp: int, reserve_prefill: bool) -> tuple[list[ReplicaSpec], ReplicaSpec | None]:
         """Decode actors: with locality, filling the learner's node first (actor 0, the longest, there), then the
-        nearest nodes; without, round-robin over nodes. The prefill actor takes a GPU of the learner's node."""
+        nearest nodes; without, round-robin over nodes. The prefill actor, an engine of the same tensor-parallel
+        degree (the model must fit it), takes the last GPUs of the learner's node."""
         mem = self.p.gpu_memory_utilization
         free = {node: list(range(view.gpus_per_node)) for node in range(view.nodes)}
         prefill = None
         if reserve_prefill:
             node = view.learner_node if self.p.locality else 0
-            prefill = ReplicaSpec((Slot(node, free[node].pop()),), mem)
+            prefill = ReplicaSpec(tuple(sorted((Slot(node, free[node].pop()) for _ in range(tp)), key=lambda s: s.gpu)), mem)
         order = self.node_order(view)
         specs: list[ReplicaSpec] = []
         k = 0
@@ -249,8 +255,8 @@ class RLHFless(Scheduler):
     def capacity_actors(self, view: ClusterView, tp: int, reserve_prefill: bool) -> int:
         per_node = view.gpus_per_node // tp
         total = per_node * view.nodes
-        if reserve_prefill and view.gpus_per_node % tp == 0:
-            total -= 1  # one GPU of the learner's node holds the prefill actor
+        if reserve_prefill and view.gpus_per_node - per_node * tp < tp:
+            total -= 1  # the prefill actor takes one actor's GPUs on the learner's node
         return total
 
     def assign(self, pred: np.ndarray, group_sizes: np.ndarray, n: int) -> np.ndarray:
@@ -266,8 +272,9 @@ class RLHFless(Scheduler):
         sample_len = pred[batch.sample_prompt]
         sample_prompt_tokens = batch.prompt_tokens[batch.sample_prompt].astype(np.float64)
         # what the platform would charge each actor to start: 0 when resident, a wake when asleep, else a
-        # cold start; the longest-predicted actor (0) gets the cheapest
-        starts = view.start_s("rollout", tp, n, view.learner_node)
+        # cold start (one-off: spread over startup_horizon_steps); the longest-predicted actor (0) gets the cheapest
+        horizon = self.p.startup_horizon_steps or max(1, view.iterations - view.iteration)
+        starts = [c.seconds if c.kind != "cold" else c.seconds / horizon for c in view.start_s("rollout", tp, n, view.learner_node)]
         kv_tokens = view.kv_capacity_tokens(tp, self.p.gpu_memory_utilization) * (1 - view.kv_watermark)
         times = []
         for a in range(n):
@@ -342,7 +349,7 @@ class RLHFless(Scheduler):
         for s in slots:
             per_node[s.node] = per_node.get(s.node, 0) + 1
         node, gpus = max(per_node.items(), key=lambda kv: (kv[1], -kv[0])) if per_node else (view.learner_node, 1)
-        start = view.start_s(role, gpus, 1, node)[0]
+        start = view.start_s(role, gpus, 1, node)[0].seconds
         after = max(0.0, needed_in_s * (1.0 - self.p.prewarm_margin) - start) if needed_in_s > 0 else 0.0
         return Prewarm(role, tuple(slots), after, fraction)
 

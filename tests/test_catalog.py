@@ -23,10 +23,11 @@ RAW_MODELS = yaml.safe_load((WORKLOADS_DIR / "models.yaml").read_text())
 GPU_NUMERIC_FIELDS = [f.name for f in fields(GpuSpec) if f.name not in ("name", "source")]
 MODEL_INT_FIELDS = ["layers", "hidden_size", "heads", "kv_heads", "head_dim", "vocab_size", "intermediate_size"]
 
-REQUIRED_GPUS = ["L40S", "A100-40GB", "A100-80GB", "H100-SXM", "H200"]
+REQUIRED_GPUS = ["L40S", "A100-40GB", "A100-80GB", "H100-SXM", "H200", "H20", "H800", "B200", "MI300X", "L4", "A10G"]
 REQUIRED_MODELS = [
     "qwen2.5-0.5b", "qwen2.5-1.5b", "qwen2.5-3b", "qwen2.5-7b", "qwen2.5-14b", "qwen2.5-32b", "qwen2.5-72b",
-    "llama-2-7b", "llama-2-13b", "llama-2-70b", "llama-3-8b", "llama-3-70b",
+    "llama-2-7b", "llama-2-13b", "llama-2-70b", "llama-3-8b", "llama-3-70b", "llama-3.1-8b",
+    "qwen3-4b", "qwen3-8b", "qwen3-14b", "qwen3-32b", "deepseek-llm-7b",
 ]
 
 # Architecture family by key prefix. It decides which small tensors exist:
@@ -34,7 +35,11 @@ REQUIRED_MODELS = [
 #   Qwen3: no biases, but per-head q_norm and k_norm
 #   Llama: neither
 # A new model family must be added here, so the parameter-count check cannot silently skip it.
-FAMILIES = {"qwen2.5-": "qwen2", "qwen2-": "qwen2", "qwen3-": "qwen3", "llama-": "llama", "mixtral-": "llama"}
+FAMILIES = {
+    "qwen2.5-": "qwen2", "qwen2-": "qwen2", "qwen3-": "qwen3", "llama-": "llama", "mixtral-": "llama",
+    "deepseek-llm-": "llama",  # LlamaForCausalLM
+    "deepseek-r1-distill-qwen-": "qwen2",  # Qwen2ForCausalLM (Qwen2.5-Math bases)
+}
 
 
 def family(name: str) -> str:
@@ -96,8 +101,35 @@ def test_model_field_types_and_source(name):
 
 
 def test_tied_embeddings_follow_the_published_configs():
-    # Qwen2.5 ties word embeddings only for 0.5B/1.5B/3B; Llama 2/3 and Qwen2.5 >= 7B do not.
-    assert {n for n, m in CATALOG.models.items() if m.tied_embeddings} == {"qwen2.5-0.5b", "qwen2.5-1.5b", "qwen2.5-3b"}
+    # Qwen2.5 ties word embeddings only for 0.5B/1.5B/3B, Qwen3 for 4B (not 8B and larger), Llama 3.2 for 3B;
+    # Llama 2/3/3.1, Qwen2.5 >= 7B, DeepSeek LLM and the R1 distills (Qwen2.5-Math bases) do not.
+    tied = {"qwen2.5-0.5b", "qwen2.5-1.5b", "qwen2.5-3b", "qwen3-4b", "llama-3.2-3b"}
+    assert {n for n, m in CATALOG.models.items() if m.tied_embeddings} == tied
+
+
+@pytest.mark.parametrize(
+    "name, layers, hidden, heads, kv_heads, ffn, vocab",
+    # config.json values of the added models, as copied in citsjtu2020/LLM-Prof sglang/Model_Config.md (Qwen3,
+    # Llama 3.2) and the DeepSeek LLM paper's table 2 (deepseek-llm-7b); a typo in models.yaml fails here and,
+    # independently, in the parameter-count check above.
+    [
+        ("qwen3-4b", 36, 2560, 32, 8, 9728, 151936),
+        ("qwen3-14b", 40, 5120, 40, 8, 17408, 151936),
+        ("qwen3-32b", 64, 5120, 64, 8, 25600, 151936),
+        ("llama-3.2-3b", 28, 3072, 24, 8, 8192, 128256),
+        ("deepseek-llm-7b", 30, 4096, 32, 32, 11008, 102400),
+    ],
+)
+def test_added_model_shapes(name, layers, hidden, heads, kv_heads, ffn, vocab):
+    m = CATALOG.model(name)
+    assert (m.layers, m.hidden_size, m.heads, m.kv_heads, m.intermediate_size, m.vocab_size) == (layers, hidden, heads, kv_heads, ffn, vocab)
+
+
+def test_qwen3_head_dim_is_not_hidden_over_heads():
+    # Qwen3 configs set head_dim 128 explicitly; for 32B that makes the attention 8,192 wide on a 5,120 stream.
+    m = CATALOG.model("qwen3-32b")
+    assert m.head_dim == 128 and m.heads * m.head_dim == 8192 != m.hidden_size
+    assert m.kv_bytes_per_token == 2 * 64 * 8 * 128 * 2  # 256 KiB per token in bf16
 
 
 @pytest.mark.parametrize("name, expected", [("qwen2.5-7b", 2 * 28 * 4 * 128 * 2), ("qwen2.5-3b", 2 * 36 * 2 * 128 * 2)])
@@ -147,6 +179,19 @@ def test_ridge_point_matches_calibration(name, ridge):
     assert gpu.bf16_flops / gpu.hbm_bandwidth_bytes_per_s == pytest.approx(ridge, rel=0.03)
 
 
+@pytest.mark.parametrize(
+    "name, dense_flops, memory_bw",
+    # the vendor figures cited in gpus.yaml (dense BF16 FLOP/s, memory bytes/s): the ridge point is their ratio
+    [("H20", 148e12, 4.0e12), ("H800", 989.4e12, 3.35e12), ("B200", 2.25e15, 8.0e12), ("MI300X", 1307.4e12, 5.3e12),
+     ("L4", 121e12, 300e9), ("A10G", 70e12, 600e9)],
+)
+def test_added_gpu_ridge_points(name, dense_flops, memory_bw):
+    gpu = CATALOG.gpu(name)
+    assert gpu.bf16_flops / gpu.hbm_bandwidth_bytes_per_s == pytest.approx(dense_flops / memory_bw, rel=1e-9)
+    # a sparsity figure written by mistake would double the ridge point; none of these parts exceeds 450
+    assert 30 < gpu.bf16_flops / gpu.hbm_bandwidth_bytes_per_s < 450
+
+
 def test_bandwidths_are_one_direction():
     # NVLink 4 is 900 GB/s bidirectional and NVLink 3 is 600 GB/s; the catalog stores one direction.
     assert CATALOG.gpu("H100-SXM").intra_node_bandwidth_bytes_per_s == 450e9
@@ -157,6 +202,11 @@ def test_bandwidths_are_one_direction():
     # g6e.48xlarge 400 Gbps, p5.48xlarge 3200 Gbps.
     assert CATALOG.gpu("L40S").inter_node_bandwidth_bytes_per_s == 400e9 / 8
     assert CATALOG.gpu("H100-SXM").inter_node_bandwidth_bytes_per_s == 3200e9 / 8
+    # H800: NVLink cut to 400 GB/s bidirectional; B200: NVLink 5 1.8 TB/s; MI300X: 896 GB/s Infinity Fabric
+    assert CATALOG.gpu("H800").intra_node_bandwidth_bytes_per_s == 400e9 / 2
+    assert CATALOG.gpu("B200").intra_node_bandwidth_bytes_per_s == 1.8e12 / 2
+    assert CATALOG.gpu("MI300X").intra_node_bandwidth_bytes_per_s == 896e9 / 2
+    assert CATALOG.gpu("L4").inter_node_bandwidth_bytes_per_s == CATALOG.gpu("A10G").inter_node_bandwidth_bytes_per_s == 100e9 / 8
 
 
 def test_prices_match_calibration_instance_prices():

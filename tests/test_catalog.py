@@ -293,3 +293,99 @@ def test_missing_field_is_a_catalog_error(tmp_path):
     directory = _write(tmp_path / "missing_field", "models.yaml", text)
     with pytest.raises(CatalogError, match=r"models\.yaml.*'tiny'.*head_dim"):
         load_catalog(directory)
+
+
+# --------------------------------------------------------------------------------------------------
+# user catalogs (sim.catalog.with_user_catalogs) and inline GPUs
+
+from sim.catalog import gpu_from_mapping, with_user_catalogs  # noqa: E402
+
+USER_GPU = {
+    "memory_bytes": 96.0e9, "hbm_bandwidth_bytes_per_s": 1.6e12, "bf16_flops": 500.0e12,
+    "intra_node_bandwidth_bytes_per_s": 64.0e9, "inter_node_bandwidth_bytes_per_s": 50.0e9,
+    "host_to_gpu_bandwidth_bytes_per_s": 64.0e9, "price_usd_per_gpu_hour": 2.5, "host_memory_bytes": 1.0e12,
+    "gpus_per_node": 4, "sources": {"all": "test fixture"},
+}  # fmt: skip
+
+
+def _user_catalog(tmp_path: Path, data: dict, name: str = "mine.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_user_catalog_adds_and_overrides_entries(tmp_path):
+    path = _user_catalog(tmp_path, {
+        "gpus": {"X1": USER_GPU, "H100-SXM": {"base": "H100-SXM", "price_usd_per_gpu_hour": 6.88}},
+        "models": {"tiny": yaml.safe_load(GOOD_MODEL)["tiny"], "qwen-wide": {"base": "qwen2.5-3b", "intermediate_size": 22016}},
+        "datasets": {"gsm8k-long": {"base": "gsm8k", "response_tokens": {"median": 900}}},
+        "platforms": {"cheap": {"base": "runpod", "keep_alive_s": 1.0}},
+    })  # fmt: skip
+    cat = with_user_catalogs([path])
+    assert cat.gpu("X1").gpus_per_node == 4 and cat.gpu("X1").memory_bytes == 96e9
+    # `base:` changes only the fields it writes
+    h100 = cat.gpu("H100-SXM")
+    assert h100.price_usd_per_gpu_hour == 6.88 and h100.hbm_bandwidth_bytes_per_s == CATALOG.gpu("H100-SXM").hbm_bandwidth_bytes_per_s
+    assert cat.model("tiny").kv_bytes_per_token == 2 * 1 * 1 * 4 * 2
+    wide = cat.model("qwen-wide")
+    assert wide.intermediate_size == 22016 and wide.layers == CATALOG.model("qwen2.5-3b").layers
+    # nested mappings merge key by key
+    assert cat.dataset("gsm8k-long")["response_tokens"]["median"] == 900
+    assert cat.dataset("gsm8k-long")["response_tokens"]["sigma_epoch"] == CATALOG.dataset("gsm8k")["response_tokens"]["sigma_epoch"]
+    assert cat.platform("cheap")["keep_alive_s"] == 1.0 and cat.platform("cheap")["kind"] == "serverless"
+    # the packaged catalog is untouched
+    assert CATALOG.gpu("H100-SXM").price_usd_per_gpu_hour == 12.29 and "X1" not in CATALOG.gpus
+
+
+def test_later_user_catalog_wins(tmp_path):
+    first = _user_catalog(tmp_path, {"gpus": {"X1": USER_GPU}}, "a.yaml")
+    second = _user_catalog(tmp_path, {"gpus": {"X1": {"base": "X1", "price_usd_per_gpu_hour": 9.0}}}, "b.yaml")
+    assert with_user_catalogs([first, second]).gpu("X1").price_usd_per_gpu_hour == 9.0
+    assert with_user_catalogs([second, first], base=with_user_catalogs([first])).gpu("X1").price_usd_per_gpu_hour == 2.5
+
+
+@pytest.mark.parametrize(
+    "data, expected",
+    [
+        ({"gpu": {"X1": USER_GPU}}, "gpu: unknown section (did you mean 'gpus'?)"),
+        ({"gpus": [USER_GPU]}, "gpus: expected a mapping of names to entries"),
+        ({"gpus": {"X1": {k: v for k, v in USER_GPU.items() if k != "bf16_flops"}}}, "gpus.X1: missing field(s) bf16_flops"),
+        ({"gpus": {"X1": {**USER_GPU, "memory_bytes": 96}}}, "gpus.X1.memory_bytes: 96 is implausibly small: the field is in bytes"),
+        ({"gpus": {"X1": {**USER_GPU, "memory_bytes": "96 GB"}}}, "gpus.X1.memory_bytes: expected a number, got '96 GB' (the field is in bytes"),
+        ({"gpus": {"X1": {**USER_GPU, "inter_node_bandwidth_bytes_per_s": 400}}}, "gpus.X1.inter_node_bandwidth_bytes_per_s: 400 is implausibly small"),
+        ({"gpus": {"X1": {**USER_GPU, "gpus_per_node": 2.5}}}, "gpus.X1.gpus_per_node: expected an integer"),
+        ({"gpus": {"X1": {**USER_GPU, "nvlink": 1}}}, "gpus.X1: unknown field(s) ['nvlink']"),
+        ({"gpus": {"X1": {"base": "H100-SMX"}}}, "gpus.X1.base: unknown GPU 'H100-SMX' (did you mean 'H100-SXM'?)"),
+        ({"models": {"m": {"base": "qwen2.5-3b", "params": 3.1}}}, "models.m.params: 3.1 is smaller than the embedding matrix alone"),
+        ({"models": {"m": {"base": "qwen2.5-3b", "tied_embeddings": "yes"}}}, "models.m.tied_embeddings: expected true or false"),
+        ({"datasets": {"d": {"base": "gsm8k", "num_prompts": 0}}}, "datasets.d: num_prompts: must be >= 1"),
+        ({"datasets": {"d": {"base": "gsm8k", "response_tokens": {"sigma": 0.3}}}}, "datasets.d: response_tokens: unknown field(s) ['sigma']"),
+        ({"platforms": {"p": {"keep_alive_s": -1}}}, "platforms.p.keep_alive_s: Input should be greater than or equal to 0"),
+        ({"platforms": {"p": {"billing": {"granularity": 1}}}}, "platforms.p.billing.granularity: unknown key"),
+    ],
+)
+def test_bad_user_catalog_names_file_and_path(tmp_path, data, expected):
+    path = _user_catalog(tmp_path, data)
+    with pytest.raises(CatalogError) as exc:
+        with_user_catalogs([path])
+    assert str(exc.value).startswith(f"{path}: "), str(exc.value)
+    assert expected in str(exc.value)
+
+
+def test_user_catalog_file_errors(tmp_path):
+    with pytest.raises(CatalogError, match="no such catalog file"):
+        with_user_catalogs([tmp_path / "missing.yaml"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("gpus: [unclosed\n")
+    with pytest.raises(CatalogError, match=r"bad\.yaml: malformed YAML"):
+        with_user_catalogs([bad])
+    top = _user_catalog(tmp_path, {"gpus": {}}, "empty.yaml")
+    assert with_user_catalogs([top]).gpus == CATALOG.gpus  # an empty section adds nothing
+
+
+def test_inline_gpu_mapping():
+    gpu = gpu_from_mapping({"name": "L40S-cheap", "base": "L40S", "price_usd_per_gpu_hour": 1.0}, CATALOG)
+    assert gpu.name == "L40S-cheap" and gpu.price_usd_per_gpu_hour == 1.0 and gpu.memory_bytes == 48e9
+    assert gpu_from_mapping(dict(USER_GPU), CATALOG).name == "cluster.gpu"
+    with pytest.raises(CatalogError, match=r"^cluster\.gpu\.hbm_bandwidth_bytes_per_s: 1\.6 is implausibly small"):
+        gpu_from_mapping({**USER_GPU, "hbm_bandwidth_bytes_per_s": 1.6}, CATALOG)

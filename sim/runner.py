@@ -119,7 +119,7 @@ def simulate(
     if cfg.workload.dataset is not None:
         dataset = catalog.dataset(cfg.workload.dataset) if isinstance(cfg.workload.dataset, str) else cfg.workload.dataset
     trace = Path(cfg.workload.trace) if cfg.workload.trace else None
-    workload = make_workload(cfg.workload, dataset, trace, workload_rng, base_dir)
+    workload = make_workload(cfg.workload, dataset, trace, workload_rng, base_dir, model=actor.name)
 
     gpus_per_node = cfg.cluster.gpus_per_node or gpu.gpus_per_node
     perf = build_perf(cfg.perf, gpu, base_dir)

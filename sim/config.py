@@ -207,7 +207,7 @@ class ExperimentConfig(Strict):
     def _known_model(cls, v: Any, info: ValidationInfo) -> Any:
         catalog = _catalog(info)
         if isinstance(v, str) and catalog is not None and v not in catalog.models:
-            raise ValueError(f"unknown model {v!r}{suggest(v, list(catalog.models))}; expected a key of workloads/models.yaml or a mapping")
+            raise ValueError(f"unknown model {v!r}{suggest(v, list(catalog.models))}; expected a key of workloads/models.yaml or a user catalog, or a mapping")
         return v
 
     @model_validator(mode="after")

@@ -15,7 +15,7 @@ import numpy as np
 import simpy
 from pydantic import ValidationError
 
-from sim.catalog import Catalog, GpuSpec, ModelSpec, gpu_from_mapping, load_catalog, model_from_mapping, suggest
+from sim.catalog import Catalog, CatalogError, GpuSpec, ModelSpec, gpu_from_mapping, load_catalog, model_from_mapping, suggest
 from sim.cluster import Cluster
 from sim.config import ConfigError, ExperimentConfig, format_validation_error
 from sim.metrics import build_tables, summarize
@@ -61,7 +61,7 @@ def resolve_gpu(spec: str | dict[str, Any], catalog: Catalog) -> GpuSpec:
         return catalog.gpu(spec)
     try:
         return gpu_from_mapping(spec, catalog, where="cluster.gpu")
-    except Exception as exc:
+    except CatalogError as exc:
         raise ConfigError(str(exc)) from None
 
 

@@ -49,14 +49,21 @@ SECTION_NOTES: dict[str, list[str]] = {
         "`model`, `critic_model` and `reward_model` must be keys of `workloads/models.yaml` when given as names "
         "(a did-you-mean hint names the closest); an inline mapping gives the architecture itself (docs/catalog.md).",
         "`compare` names and `scheduler.name` must be registered schedulers; `sweep` keys are dotted paths of this "
-        "file (any key except `name`, `sweep` and `compare`), and every grid point is validated like the file.",
+        "file (any key except `name`, `sweep`, `compare` and `catalogs`), and every grid point is validated like the file.",
+        "`catalogs` files (relative to this file; `--catalog FILE` on the command line appends more, relative to the "
+        "working directory) are merged over the packaged catalog in order, later files winning; their GPUs, models, "
+        "datasets and platform presets can then be named anywhere a packaged one can (docs/catalog.md, \"User catalogs\").",
     ],
     "workload": [
         "Exactly one of `dataset` and `trace` is required.",
-        "A `dataset` name must be a key of `workloads/datasets.yaml`.",
+        "A `dataset` name must be a key of `workloads/datasets.yaml` or of a user catalog.",
         "`max_prompt_tokens + max_response_tokens` may not exceed 1,000,000.",
     ],
-    "cluster": ["`gpu` must be a key of `workloads/gpus.yaml`."],
+    "cluster": [
+        "`gpu` is a GPU name of `workloads/gpus.yaml` or of a user catalog, or an inline mapping with the same fields "
+        "(optionally `name`, and `base: NAME` to start from a catalog GPU and change some fields), validated like a "
+        "catalog entry (docs/catalog.md)."
+    ],
     "platform": [
         "`preset` must be a key of `workloads/platforms.yaml`. The preset's values are merged *under* the keys "
         "written in this section (mappings key by key) before validation, so anything written here wins "

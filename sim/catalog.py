@@ -1,17 +1,18 @@
-"""Catalogs of GPU types, model architectures, datasets and platform presets, read from `workloads/*.yaml`.
+"""Catalogs of GPU types, model architectures, datasets and platform presets: `workloads/*.yaml` + user catalogs.
 
-Every entry is plain data with its source recorded beside it in the YAML. This module only loads and
-type-checks the files; what the numbers mean for timing lives in `sim/perf/`, for lengths in
-`sim/workload.py`.
+Every entry is plain data with its source recorded beside it in the YAML. This module only loads,
+type-checks and merges the files (the packaged ones, then the user's, each YAML file read by `_read_yaml`);
+what the numbers mean for timing lives in `sim/perf/`, for lengths in `sim/workload.py`.
 """
 
 from __future__ import annotations
 
+import copy
 import difflib
 from dataclasses import MISSING, dataclass, field, fields
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import yaml
 
@@ -169,27 +170,79 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def _build(cls: type, name: str, entry: Any, path: Path) -> Any:
+def _build(cls: type, name: str, entry: Any, path: Path, prefix: str | None = None) -> Any:
+    """A GpuSpec or ModelSpec from a YAML entry; errors name the file and the entry.
+
+    Packaged files say `FILE: entry 'NAME' field 'x'`; with `prefix` (a user catalog's `FILE: gpus.NAME`, an
+    inline mapping's `cluster.gpu`) errors name the dotted path `PREFIX.x`.
+    """
+    at = prefix if prefix else f"{path}: entry {name!r}"
+
+    def where(key: str) -> str:
+        return f"{prefix}.{key}" if prefix else f"{path}: entry {name!r} field {key!r}"
+
     if not isinstance(entry, dict):
-        raise CatalogError(f"{path}: entry {name!r} must be a mapping")
+        raise CatalogError(f"{at}: must be a mapping")
     known = {f.name for f in fields(cls)} - {"name"}
     extra = set(entry) - known - {"notes", "sources"}
     if extra:
-        raise CatalogError(f"{path}: entry {name!r} has unknown field(s) {sorted(extra)}; expected {sorted(known)}")
+        raise CatalogError(f"{at}: unknown field(s) {sorted(extra)}; expected {sorted(known)}")
     kwargs = {k: v for k, v in entry.items() if k in known}
     required = [f.name for f in fields(cls) if f.name != "name" and f.default is MISSING and f.default_factory is MISSING]
     missing = [k for k in required if k not in kwargs]
     if missing:
-        raise CatalogError(f"{path}: entry {name!r} is missing field(s) {missing}")
+        raise CatalogError(f"{at}: missing field(s) {', '.join(missing)}")
     types = {f.name: f.type for f in fields(cls)}
     for key, value in kwargs.items():
-        kwargs[key] = _coerce(value, types[key], f"{path}: entry {name!r} field {key!r}")
+        try:
+            kwargs[key] = _coerce(value, types[key], where(key))
+        except CatalogError as exc:
+            unit = _GPU_MINIMUM.get(key) if cls is GpuSpec else None
+            raise CatalogError(f"{exc} (the field is in {unit[1]}, e.g. {unit[2]})" if unit else str(exc)) from None
+    for key, value in kwargs.items():
+        _check_unit(cls, key, value, kwargs, where(key), shown=entry[key])
     if "source" not in kwargs and "sources" in entry:
         kwargs["source"] = "; ".join(f"{k}: {v}" for k, v in dict(entry["sources"]).items())
     try:
         return cls(name=name, **kwargs)
     except TypeError as exc:
-        raise CatalogError(f"{path}: entry {name!r}: {exc}") from None
+        raise CatalogError(f"{at}: {exc}") from None
+
+
+#: least plausible value of a GPU field, and its unit: a smaller number is almost always given in the wrong
+#: unit (GB for bytes, GB/s or Gbps for bytes/s, TFLOP/s for FLOP/s)
+_GPU_MINIMUM = {
+    "memory_bytes": (1e8, "bytes", "96 GB = 96.0e+9"),
+    "host_memory_bytes": (1e8, "bytes", "2 TiB = 2199023255552.0"),
+    "hbm_bandwidth_bytes_per_s": (1e9, "bytes/s", "4 TB/s = 4.0e+12"),
+    "intra_node_bandwidth_bytes_per_s": (1e8, "bytes/s, one direction", "NVLink 4 900 GB/s bidirectional = 450.0e+9"),
+    "inter_node_bandwidth_bytes_per_s": (1e8, "bytes/s, one direction", "400 Gbps = 50.0e+9"),
+    "host_to_gpu_bandwidth_bytes_per_s": (1e8, "bytes/s, one direction", "PCIe Gen5 x16 = 64.0e+9"),
+    "bf16_flops": (1e11, "FLOP/s (dense)", "989 TFLOP/s = 989.0e+12"),
+}
+
+
+def _check_unit(cls: type, key: str, value: Any, entry: dict[str, Any], where: str, shown: Any) -> None:
+    """Refuse values that cannot be physical in the field's unit (a GPU memory of 96 bytes, params of 7.6)."""
+    if cls is GpuSpec:
+        if key in _GPU_MINIMUM:
+            low, unit, example = _GPU_MINIMUM[key]
+            if value < low:
+                raise CatalogError(f"{where}: {shown!r} is implausibly small: the field is in {unit} (e.g. {example})")
+        elif key == "price_usd_per_gpu_hour" and value < 0:
+            raise CatalogError(f"{where}: must be >= 0 USD per GPU-hour (got {shown!r})")
+        elif key == "gpus_per_node" and value < 1:
+            raise CatalogError(f"{where}: must be an integer >= 1 (got {shown!r})")
+    elif cls is ModelSpec:
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value <= 0 and key != "experts" and not key.startswith("expert"):
+            raise CatalogError(f"{where}: must be > 0 (got {shown!r})")
+        if key == "params" and {"vocab_size", "hidden_size"} <= set(entry):
+            embedding = float(entry["vocab_size"]) * float(entry["hidden_size"])
+            if value < embedding:
+                raise CatalogError(
+                    f"{where}: {shown!r} is smaller than the embedding matrix alone (vocab_size x hidden_size = {embedding:,.0f}): "
+                    "params is a count of parameters, not billions (write 7.6e+9 for 7.6B)"
+                )
 
 
 def _coerce(value: Any, annotation: Any, where: str) -> Any:
@@ -217,6 +270,16 @@ def model_from_mapping(name: str, entry: dict[str, Any], where: str = "inline mo
     return _build(ModelSpec, name, entry, Path(where))
 
 
+def gpu_from_mapping(entry: Any, catalog: "Catalog", where: str = "cluster.gpu") -> GpuSpec:
+    """An inline GPU mapping (same fields as gpus.yaml, optionally `name` and `base: KEY`): errors name `where`."""
+    if not isinstance(entry, dict):
+        raise CatalogError(f"{where}: expected a GPU name or a mapping of gpus.yaml fields, got {entry!r}")
+    name = str(entry.get("name", where))
+    body = {k: v for k, v in entry.items() if k != "name"}
+    body = _with_base(body, "gpus", catalog, where)
+    return _build(GpuSpec, name, body, Path(where), prefix=where)
+
+
 def load_catalog(directory: Path | str | None = None) -> Catalog:
     """Read gpus.yaml, models.yaml, datasets.yaml and platforms.yaml from a workloads directory."""
     return _load_catalog(str(Path(directory) if directory else WORKLOADS_DIR))
@@ -230,3 +293,124 @@ def _load_catalog(directory: str) -> Catalog:
     datasets = _read_yaml(root / "datasets.yaml")
     platforms = _read_yaml(root / "platforms.yaml")
     return Catalog(gpus=gpus, models=models, datasets=datasets, platforms=platforms)
+
+
+# ---------------------------------------------------------------------------------------------- user catalogs
+
+#: top-level sections of a user catalog file
+USER_SECTIONS = ("gpus", "models", "datasets", "platforms")
+_SECTION_LABEL = {"gpus": "GPU", "models": "model", "datasets": "dataset", "platforms": "platform preset"}
+
+
+def with_user_catalogs(paths: Iterable[Path | str], base: Catalog | None = None) -> Catalog:
+    """The packaged catalog (or `base`) with each user catalog file merged on top, in order (later files win).
+
+    A user catalog is a YAML mapping with any of the sections `gpus:`, `models:`, `datasets:` and
+    `platforms:`, each a mapping of names to entries with the fields of the packaged file of that name. An
+    entry replaces the one of the same name; `base: NAME` starts it from an existing entry of its section
+    and changes only the fields it writes. Every entry is validated like the packaged ones; errors name
+    the file and the path (`gpus.H20.memory_bytes`).
+    """
+    catalog = base if base is not None else load_catalog()
+    for path in paths:
+        catalog = _merge_file(catalog, Path(path))
+    return catalog
+
+
+def read_user_catalog(path: Path) -> dict[str, Any]:
+    """A user catalog file's sections, each checked to be a mapping of names to mappings."""
+    if not path.is_file():
+        raise CatalogError(f"{path}: no such catalog file" if not path.exists() else f"{path}: not a file")
+    try:
+        data = _read_yaml(path)
+    except UnicodeDecodeError:
+        raise CatalogError(f"{path}: not a text file") from None
+    unknown = [k for k in data if k not in USER_SECTIONS]
+    if unknown:
+        key = str(unknown[0])
+        raise CatalogError(f"{path}: {key}: unknown section{suggest(key, list(USER_SECTIONS))}; expected any of: {', '.join(USER_SECTIONS)}")
+    for section, entries in data.items():
+        if entries is None:
+            data[section] = {}
+        elif not isinstance(entries, dict):
+            raise CatalogError(f"{path}: {section}: expected a mapping of names to entries, got {type(entries).__name__}")
+    return data
+
+
+def _merge_file(catalog: Catalog, path: Path) -> Catalog:
+    data = read_user_catalog(path)
+    gpus, models = dict(catalog.gpus), dict(catalog.models)
+    datasets, platforms = dict(catalog.datasets), dict(catalog.platforms)
+    for name, entry in data.get("gpus", {}).items():
+        at = f"{path}: gpus.{name}"
+        gpus[str(name)] = _build(GpuSpec, str(name), _with_base(entry, "gpus", catalog, at), path, prefix=at)
+    for name, entry in data.get("models", {}).items():
+        at = f"{path}: models.{name}"
+        models[str(name)] = _build(ModelSpec, str(name), _with_base(entry, "models", catalog, at), path, prefix=at)
+    for name, entry in data.get("datasets", {}).items():
+        datasets[str(name)] = _check_dataset(str(name), _with_base(entry, "datasets", catalog, f"{path}: datasets.{name}"), path)
+    for name, entry in data.get("platforms", {}).items():
+        platforms[str(name)] = _check_platform(str(name), _with_base(entry, "platforms", catalog, f"{path}: platforms.{name}"), path)
+    return Catalog(gpus=gpus, models=models, datasets=datasets, platforms=platforms)
+
+
+def _with_base(entry: Any, section: str, catalog: Catalog, where: str) -> Any:
+    """Resolve `base: NAME`: the named entry of the catalog so far, with this entry's fields on top."""
+    if not isinstance(entry, dict) or "base" not in entry:
+        return entry
+    name = entry["base"]
+    table = getattr(catalog, section)
+    if not isinstance(name, str) or name not in table:
+        hint = suggest(name, list(table)) if isinstance(name, str) else ""
+        raise CatalogError(f"{where}.base: unknown {_SECTION_LABEL[section]} {name!r}{hint}; known: {', '.join(sorted(table))}")
+    start = table[name]
+    if isinstance(start, (GpuSpec, ModelSpec)):
+        start = {f.name: getattr(start, f.name) for f in fields(start) if f.name != "name"}
+    own = {k: v for k, v in entry.items() if k != "base"}
+    if isinstance(start, dict) and "source" in start and ("sources" in own or "source" in own):
+        start = {k: v for k, v in start.items() if k != "source"}
+        own.setdefault("notes", f"based on {section}.{name}")
+    return _deep_merge(start, own)
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _check_dataset(name: str, entry: Any, path: Path) -> dict[str, Any]:
+    from sim.workload import WorkloadError, parse_dataset
+
+    try:
+        parse_dataset(name, entry)
+    except WorkloadError as exc:
+        raise CatalogError(f"{path}: datasets.{name}: {_strip_dataset_prefix(str(exc), name)}") from None
+    return entry
+
+
+def _strip_dataset_prefix(message: str, name: str) -> str:
+    """parse_dataset says `dataset NAME: field x.y: ...`; a catalog error names the path instead."""
+    message = message.removeprefix(f"dataset {name}: ")
+    return message.removeprefix("field ")
+
+
+def _check_platform(name: str, entry: Any, path: Path) -> dict[str, Any]:
+    from pydantic import ValidationError
+
+    from sim.config import PlatformConfig, format_validation_error
+
+    if not isinstance(entry, dict):
+        raise CatalogError(f"{path}: platforms.{name}: expected a mapping of platform fields, got {entry!r}")
+    body = {k: v for k, v in entry.items() if k not in ("sources", "notes", "source", "description")}
+    if "preset" in body:
+        raise CatalogError(f"{path}: platforms.{name}.preset: a preset cannot name another preset (use `base: NAME`)")
+    try:
+        PlatformConfig.model_validate(body)
+    except ValidationError as exc:
+        raise CatalogError(format_validation_error(exc, str(path), root=PlatformConfig, prefix=f"platforms.{name}.")) from None
+    return entry

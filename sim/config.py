@@ -2,7 +2,7 @@
 
 Every error names the file, the dotted field path and what was expected, so the CLI can print it and
 exit 2 without a traceback. Catalog names (model, GPU, dataset, platform preset) are checked against
-`workloads/*.yaml` with a did-you-mean hint.
+`workloads/*.yaml` and the experiment's user catalogs (`catalogs:`, `--catalog`) with a did-you-mean hint.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from sim.catalog import Catalog, CatalogError, load_catalog, suggest
+from sim.catalog import Catalog, CatalogError, gpu_from_mapping, load_catalog, suggest, with_user_catalogs
 
 
 class ConfigError(ValueError):
@@ -59,7 +59,9 @@ class WorkloadConfig(Strict):
 
 class ClusterConfig(Strict):
     nodes: int = Field(ge=1, description="number of nodes")
-    gpu: str = Field(description="a key of workloads/gpus.yaml (docs/catalog.md)")
+    gpu: Union[str, dict[str, Any]] = Field(
+        description="a GPU name (workloads/gpus.yaml or a user catalog), or an inline mapping of the same fields, optionally with `name` and `base: NAME` (docs/catalog.md)"
+    )
     gpus_per_node: int | None = Field(None, ge=1, description="defaults to the GPU type's usual node size")
     intra_node_bandwidth_bytes_per_s: float | None = Field(None, gt=0, description="GPU-to-GPU bandwidth within a node, one direction; default: the GPU catalog's")
     inter_node_bandwidth_bytes_per_s: float | None = Field(None, gt=0, description="each node's network link, one direction; default: the GPU catalog's")
@@ -198,6 +200,9 @@ class ExperimentConfig(Strict):
     early_exit: EarlyExitConfig | None = Field(None, description="early-exit decoding of the actor from a layer-exit profile; null: off")
     compare: list[str] = Field([], description="also run the same config under these schedulers (default params); ratios in summary.json")
     sweep: dict[str, list[Any]] = Field({}, description="a grid: dotted config path -> list of values (docs/scaling.md)")
+    catalogs: list[str] = Field(
+        [], description="user catalog YAML files (relative to this file) that add or override GPUs, models, datasets and platform presets (docs/catalog.md)"
+    )
 
     @field_validator("name")
     @classmethod
@@ -211,7 +216,7 @@ class ExperimentConfig(Strict):
     def _known_model(cls, v: Any, info: ValidationInfo) -> Any:
         catalog = _catalog(info)
         if isinstance(v, str) and catalog is not None and v not in catalog.models:
-            raise ValueError(f"unknown model {v!r}{suggest(v, list(catalog.models))}; expected a key of workloads/models.yaml or a mapping")
+            raise ValueError(f"unknown model {v!r}{suggest(v, list(catalog.models))}; expected a key of workloads/models.yaml or a user catalog, or a mapping")
         return v
 
     @model_validator(mode="after")
@@ -219,15 +224,21 @@ class ExperimentConfig(Strict):
         catalog = _catalog(info)
         if catalog is None:
             return self
-        checks = [
-            ("cluster.gpu", self.cluster.gpu, catalog.gpus, "workloads/gpus.yaml"),
-            ("platform.preset", self.platform.preset, catalog.platforms, "workloads/platforms.yaml"),
-        ]
+        checks = [("platform.preset", self.platform.preset, catalog.platforms, "workloads/platforms.yaml")]
+        if isinstance(self.cluster.gpu, str):
+            checks.append(("cluster.gpu", self.cluster.gpu, catalog.gpus, "workloads/gpus.yaml"))
+        else:
+            try:
+                gpu_from_mapping(self.cluster.gpu, catalog, where="cluster.gpu")
+            except CatalogError as exc:
+                path, _, message = str(exc).partition(": ")  # "cluster.gpu.memory_bytes: ..." names its own path
+                raise _FieldError(path, message) from None
         if isinstance(self.workload.dataset, str):
             checks.append(("workload.dataset", self.workload.dataset, catalog.datasets, "workloads/datasets.yaml"))
         for path, value, table, file in checks:
             if value is not None and value not in table:
-                raise _FieldError(path, f"unknown name {value!r}{suggest(value, list(table))}; expected a key of {file}")
+                also = " or a user catalog (`catalogs:`, --catalog)"
+                raise _FieldError(path, f"unknown name {value!r}{suggest(value, list(table))}; expected a key of {file}{also}")
         if self.workload.max_prompt_tokens + self.workload.max_response_tokens > 1_000_000:
             raise _FieldError("workload.max_response_tokens", "prompt + response above 1,000,000 tokens is not supported")
         return self
@@ -329,9 +340,46 @@ def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def resolve_catalog(raw: dict[str, Any], file: str, base_dir: Path | None = None) -> Catalog:
+    """The packaged catalog with the experiment's `catalogs:` files merged on top (paths relative to `base_dir`).
+
+    `base_dir` defaults to the directory of `file` when that is an existing file, else the working directory.
+    """
+    paths = raw.get("catalogs", [])
+    if paths is None:
+        paths = []
+    if not isinstance(paths, list) or not all(isinstance(p, str) and p for p in paths):
+        raise ConfigError(f"{file}: catalogs: expected a list of catalog file paths, got {paths!r}")
+    if not paths:
+        return load_catalog()
+    if base_dir is None:
+        here = Path(file)
+        base_dir = here.resolve().parent if here.is_file() else Path.cwd()
+    resolved = [Path(p) if Path(p).is_absolute() else base_dir / p for p in paths]
+    try:
+        return with_user_catalogs(resolved)
+    except CatalogError as exc:
+        index = next((i for i, p in enumerate(resolved) if str(exc).startswith(str(p))), None)
+        where = f"catalogs[{index}]: " if index is not None else "catalogs: "
+        raise ConfigError(f"{file}: {where}{exc}") from None
+
+
+def add_catalogs(raw: dict[str, Any], paths: list[str], file: str = "--catalog") -> dict[str, Any]:
+    """Append `--catalog` files (relative to the working directory) to the experiment's `catalogs:` list."""
+    if not paths:
+        return raw
+    current = raw.get("catalogs") or []
+    if not isinstance(current, list):
+        raise ConfigError(f"{file}: catalogs: expected a list of catalog file paths, got {current!r}")
+    return {**raw, "catalogs": [*current, *(str(Path(p).resolve()) for p in paths)]}
+
+
 def validate(raw: dict[str, Any], file: str, catalog: Catalog | None = None) -> ExperimentConfig:
-    """Validate a raw mapping; errors become one ConfigError naming file and field paths."""
-    catalog = catalog if catalog is not None else load_catalog()
+    """Validate a raw mapping; errors become one ConfigError naming file and field paths.
+
+    Without `catalog`, the packaged catalog plus the raw mapping's `catalogs:` files is used.
+    """
+    catalog = catalog if catalog is not None else resolve_catalog(raw, file)
     raw = merge_preset(raw, catalog, file)
     try:
         return ExperimentConfig.model_validate(raw, context={"catalog": catalog})
@@ -342,10 +390,12 @@ def validate(raw: dict[str, Any], file: str, catalog: Catalog | None = None) -> 
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None, catalog: Catalog | None = None) -> ExperimentConfig:
-    """Read, override and validate an experiment file."""
+    """Read, override and validate an experiment file (its `catalogs:` resolved relative to the file)."""
     path = Path(path)
     raw = read_yaml_file(path)
     raw = apply_overrides(raw, overrides or [], file=str(path))
+    if catalog is None:
+        catalog = resolve_catalog(raw, str(path), path.resolve().parent)
     return validate(raw, str(path), catalog)
 
 

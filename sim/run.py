@@ -22,6 +22,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("file", help="experiment YAML file")
     ap.add_argument("--out", default="results", help="output directory (default: results/)")
     ap.add_argument("--set", action="append", default=[], metavar="dotted.key=value", help="override a config value (repeatable)")
+    ap.add_argument(
+        "--catalog", action="append", default=[], metavar="FILE",
+        help="a user catalog YAML (gpus:/models:/datasets:/platforms:) adding or overriding entries (repeatable; docs/catalog.md)",
+    )  # fmt: skip
     ap.add_argument("--quiet", action="store_true", help="print nothing on success")
     ap.add_argument("--backend", choices=["local", "ray"], default="local", help="where runs execute: a local process pool or Ray")
     ap.add_argument("--workers", type=int, default=None, help="parallel runs (default: min(CPU count, runs to do); 1 runs in this process)")
@@ -54,7 +58,7 @@ class Outcome:
 
 def execute(args: argparse.Namespace) -> Outcome:
     """Expand the experiment (sweep grid x schedulers), run what is not complete yet, write the results."""
-    from sim.config import ConfigError, apply_overrides, read_yaml_file, validate
+    from sim.config import ConfigError, add_catalogs, apply_overrides, read_yaml_file, resolve_catalog, validate
     from sim.sweep import expand, format_value, run_plan
 
     path = Path(args.file)
@@ -62,9 +66,11 @@ def execute(args: argparse.Namespace) -> Outcome:
     if args.workers is not None and args.workers < 1:
         raise ConfigError(f"--workers {args.workers}: expected a positive number of parallel runs")
     raw = apply_overrides(read_yaml_file(path), args.set, file=file)
-    cfg = validate(raw, file)
+    raw = add_catalogs(raw, args.catalog, file=file)
+    catalog = resolve_catalog(raw, file, path.resolve().parent)
+    cfg = validate(raw, file, catalog)
     check_schedulers(cfg, {}, file)  # the compare names; each run's scheduler and params below
-    plan = expand(raw, cfg, file)
+    plan = expand(raw, cfg, file, catalog)
     checked = set()
     for run in plan.runs:  # each distinct scheduler and params once (a sweep repeats them)
         key = (run.cfg.scheduler.name, format_value(run.cfg.scheduler.params))
@@ -75,7 +81,7 @@ def execute(args: argparse.Namespace) -> Outcome:
     backend = "ray" if args.ray_address else args.backend
     outcome = run_plan(
         plan, Path(args.out), base_dir=path.resolve().parent, file=file, backend=backend, workers=args.workers,
-        ray_address=args.ray_address, quiet=args.quiet, strict=not plan.is_sweep,
+        ray_address=args.ray_address, quiet=args.quiet, strict=not plan.is_sweep, catalog=catalog,
     )  # fmt: skip
     if args.png and outcome.summaries:
         from sim.report import export_png

@@ -15,7 +15,7 @@ import numpy as np
 import simpy
 from pydantic import ValidationError
 
-from sim.catalog import Catalog, ModelSpec, load_catalog, model_from_mapping, suggest
+from sim.catalog import Catalog, CatalogError, GpuSpec, ModelSpec, gpu_from_mapping, load_catalog, model_from_mapping, suggest
 from sim.cluster import Cluster
 from sim.config import ConfigError, ExperimentConfig, format_validation_error
 from sim.metrics import build_tables, summarize
@@ -59,6 +59,16 @@ def resolve_model(spec: str | dict[str, Any] | None, catalog: Catalog, field_pat
         raise ConfigError(f"{field_path}: {exc}") from None
 
 
+def resolve_gpu(spec: str | dict[str, Any], catalog: Catalog) -> GpuSpec:
+    """`cluster.gpu`: a catalog name, or an inline mapping of gpus.yaml fields (optionally `name`, `base`)."""
+    if isinstance(spec, str):
+        return catalog.gpu(spec)
+    try:
+        return gpu_from_mapping(spec, catalog, where="cluster.gpu")
+    except CatalogError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 def make_scheduler(cfg: ExperimentConfig, rng: np.random.Generator, file: str = "experiment") -> Scheduler:
     found = available()
     name = cfg.scheduler.name
@@ -96,7 +106,7 @@ def simulate(
     """Build, run and collect one experiment config (no `compare`/`sweep` expansion here)."""
     base_dir = Path(base_dir)
     catalog = catalog or load_catalog()
-    gpu = catalog.gpu(cfg.cluster.gpu)
+    gpu = resolve_gpu(cfg.cluster.gpu, catalog)
     actor = resolve_model(cfg.model, catalog, "model")
     algorithm = cfg.workload.algorithm
     critic = resolve_model(cfg.critic, catalog, "critic_model") if algorithm == "ppo" else None
@@ -113,7 +123,7 @@ def simulate(
     if cfg.workload.dataset is not None:
         dataset = catalog.dataset(cfg.workload.dataset) if isinstance(cfg.workload.dataset, str) else cfg.workload.dataset
     trace = Path(cfg.workload.trace) if cfg.workload.trace else None
-    workload = make_workload(cfg.workload, dataset, trace, workload_rng, base_dir)
+    workload = make_workload(cfg.workload, dataset, trace, workload_rng, base_dir, model=actor.name)
 
     gpus_per_node = cfg.cluster.gpus_per_node or gpu.gpus_per_node
     perf = build_perf(cfg.perf, gpu, base_dir)

@@ -27,12 +27,15 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sim.config import ConfigError, ExperimentConfig, dump_config, set_path, validate
 
+if TYPE_CHECKING:  # pragma: no cover
+    from sim.catalog import Catalog
+
 MAX_RUN_ID_CHARS = 120
-FORBIDDEN_SWEEP_KEYS = ("name", "sweep", "compare")
+FORBIDDEN_SWEEP_KEYS = ("name", "sweep", "compare", "catalogs")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=+,-]")
 
 
@@ -80,12 +83,19 @@ def slug(scheduler: str, items: Iterable[tuple[str, Any]]) -> str:
     Characters outside [A-Za-z0-9._=+,-] become '-'; an id longer than MAX_RUN_ID_CHARS is cut and given a
     hash of the full text, so shortening stays deterministic and distinct points stay distinct.
     """
-    full = "__".join([scheduler, *(f"{k}={format_value(v)}" for k, v in items)])
+    full = "__".join([scheduler, *(f"{k}={_slug_value(v)}" for k, v in items)])
     text = _UNSAFE.sub("-", full).lstrip(".-") or "run"
     if len(text) > MAX_RUN_ID_CHARS:
         digest = hashlib.sha1(full.encode()).hexdigest()[:10]
         text = text[: MAX_RUN_ID_CHARS - 12].rstrip("._=+,-") + "__" + digest
     return text
+
+
+def _slug_value(value: Any) -> str:
+    """A swept inline mapping with a `name` (an inline GPU or model) is written by its name in run ids."""
+    if isinstance(value, dict) and isinstance(value.get("name"), str) and value["name"]:
+        return value["name"]
+    return format_value(value)
 
 
 def check_sweep(sweep: dict[str, list[Any]], file: str) -> None:
@@ -104,12 +114,17 @@ def check_sweep(sweep: dict[str, list[Any]], file: str) -> None:
             raise ConfigError(f"{file}: sweep.{key}: value {repeated[0]} appears more than once")
 
 
-def expand(raw: dict[str, Any], cfg: ExperimentConfig, file: str) -> Plan:
+def expand(raw: dict[str, Any], cfg: ExperimentConfig, file: str, catalog: "Catalog | None" = None) -> Plan:
     """The runs of an experiment: each grid point (validated like the file) under each scheduler, in grid order.
 
-    `raw` is the file's mapping after `--set` overrides and `cfg` its validated form.
+    `raw` is the file's mapping after `--set` overrides and `cfg` its validated form; `catalog` is the one
+    the file was validated with (packaged + user catalogs), so a swept name from a user catalog resolves.
     """
     check_sweep(cfg.sweep, file)
+    if catalog is None and cfg.sweep:
+        from sim.config import resolve_catalog
+
+        catalog = resolve_catalog(raw, file)  # the file's `catalogs:`, relative to the file
     keys = list(cfg.sweep)
     runs: list[PlannedRun] = []
     by_config: dict[str, str] = {}  # config text -> run id: identical runs (a shared comparison run) run once
@@ -132,7 +147,7 @@ def expand(raw: dict[str, Any], cfg: ExperimentConfig, file: str) -> Plan:
             where = f"{file}: sweep point " + ", ".join(f"{k}={format_value(v)}" for k, v in point.items())
             for k, v in point.items():
                 set_path(data, k.split("."), copy.deepcopy(v), origin=f"{where}: {k}")
-            point_cfg = validate(data, where)
+            point_cfg = validate(data, where, catalog)
         names = list(dict.fromkeys([point_cfg.scheduler.name, *point_cfg.compare]))
         applies = {k: v for k, v in point.items() if not k.startswith("scheduler.")}
         main_text = dump_config(point_cfg)
@@ -162,6 +177,7 @@ class Task:
     base_dir: str
     file: str
     show_progress: bool = False  # a bar over iterations (a lone run in this process, on a terminal)
+    catalog: "Catalog | None" = None  # packaged + user catalogs, sent along: workers need not read the files
 
 
 @dataclass
@@ -185,7 +201,7 @@ def run_task(task: Task) -> TaskResult:
     started = time.perf_counter()
     try:
         with IterationBar(task.cfg.iterations, task.run_id, task.show_progress) as bar:
-            result = runner.simulate(task.cfg, task.base_dir, run_id=task.run_id, on_iteration=bar.advance)
+            result = runner.simulate(task.cfg, task.base_dir, catalog=task.catalog, run_id=task.run_id, on_iteration=bar.advance)
         html = run_report_html(result.summary, result.iterations, result.instances, result.activities)
         return TaskResult(task.run_id, result, html, elapsed_s=time.perf_counter() - started)
     except bad_input_types() as exc:
@@ -357,11 +373,13 @@ def run_plan(
     ray_address: str | None = None,
     quiet: bool = False,
     strict: bool = False,
+    catalog: "Catalog | None" = None,
 ) -> SweepOutcome:
     """Run every run of the plan that is not complete yet, write each run directory, then runs.csv and reports.
 
     strict: a single experiment (no sweep): a bad-input error in any run aborts with that error before
     anything is written (the CLI exits 2); otherwise failed runs are recorded and the others go on.
+    catalog: the merged catalog every run uses (default: the packaged one), sent to the workers with each task.
     """
     from sim.metrics import compare_ratios
     from sim.results import is_complete, remove_temp_dirs, write_run
@@ -403,7 +421,7 @@ def run_plan(
     try:
         if todo:
             lone = len(todo) == 1 and not quiet and log.console.is_terminal
-            tasks = [Task(r.run_id, r.cfg, str(base_dir), file, show_progress=lone) for r in todo]
+            tasks = [Task(r.run_id, r.cfg, str(base_dir), file, show_progress=lone, catalog=catalog) for r in todo]
             with make_backend(backend, n, ray_address) as be, log:  # pool first: fork before the bar's thread
                 for i, res in be.imap_unordered(run_task, tasks):
                     if isinstance(res, BaseException):  # the worker process itself died

@@ -3,7 +3,10 @@
 Dataset model (docs/workload.md): a pool of prompts is walked epoch by epoch in a seeded, per-epoch
 shuffled order. Each prompt has a fixed prompt length and a fixed latent log-length offset; a prompt's
 response lengths in one epoch share a per-epoch offset, and the samples of a group differ by a small
-within-group noise. Lengths follow a per-epoch trend and are truncated at `max_response_tokens`.
+within-group noise. Lengths follow a per-epoch trend and are truncated at `max_response_tokens`. A share
+of samples "run away" (a repetition loop that never emits EOS) and run to the cap; runaways concentrate
+on prompts whose length offset is high, so they persist from epoch to epoch like the lengths do.
+An entry may carry per-model overrides (`by_model`), since the lengths are the policy's.
 
 Trace replay (docs/workload.md): a CSV of (iteration, prompt_id, sample_id, prompt_tokens,
 response_tokens) rows is validated strictly and replayed iteration by iteration.
@@ -15,10 +18,12 @@ scheduler: the same config and seed give the same lengths whatever the scheduler
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import io
 import math
 from collections import OrderedDict
+from statistics import NormalDist
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
@@ -84,12 +89,17 @@ _TOP_FIELDS = {
     "prompt_tokens",
     "response_tokens",
     "response_trend_per_epoch",
+    "runaway",
+    "by_model",
     "source",
     "sources",
     "notes",
 }
 _PROMPT_FIELDS = ("median", "sigma")
 _RESPONSE_FIELDS = ("median", "sigma_prompt", "sigma_epoch", "sigma_sample")
+_RUNAWAY_FIELDS = ("probability", "prompt_correlation", "trend_per_epoch")
+#: what a `by_model` override may change: the response model (the prompts are the dataset's)
+_BY_MODEL_FIELDS = ("response_tokens", "response_trend_per_epoch", "runaway", "source", "sources", "notes")
 
 
 @dataclass(frozen=True)
@@ -107,6 +117,9 @@ class DatasetParams:
     sigma_epoch: float
     sigma_sample: float
     response_trend_per_epoch: float = 0.0
+    runaway_probability: float = 0.0  # share of samples that never stop: they run to max_response_tokens
+    runaway_prompt_correlation: float = 0.0  # r: share of the runaway latent that is the prompt's length offset
+    runaway_trend_per_epoch: float = 0.0  # the probability scales by (1 + x) per epoch
 
     @property
     def response_sigma(self) -> float:
@@ -125,14 +138,49 @@ def _number(where: str, field: str, value: Any, *, integer: bool, minimum: float
     return value
 
 
-def parse_dataset(name: str, entry: Any) -> DatasetParams:
-    """Validate a datasets.yaml entry or an inline `workload.dataset` mapping; errors name the dataset and field."""
+def parse_dataset(name: str, entry: Any, model: str | None = None) -> DatasetParams:
+    """Validate a datasets.yaml entry or an inline `workload.dataset` mapping; errors name the dataset and field.
+
+    `model` (the actor's catalog name) selects the entry's `by_model` override, if it has one for it; every
+    override is validated whichever model runs.
+    """
     where = f"dataset {name}"
     if not isinstance(entry, Mapping):
         raise WorkloadError(f"{where}: expected a mapping of fields, got {type(entry).__name__}")
     unknown = sorted(set(map(str, entry)) - _TOP_FIELDS)
     if unknown:
         raise WorkloadError(f"{where}: unknown field(s) {unknown}; expected: {', '.join(sorted(_TOP_FIELDS))}")
+    overrides = entry.get("by_model", {})
+    if not isinstance(overrides, Mapping):
+        raise WorkloadError(f"{where}: field by_model: expected a mapping of model names to partial entries, got {overrides!r}")
+    base = {k: v for k, v in entry.items() if k != "by_model"}
+    params = _parse_entry(name, base, where)
+    chosen = params
+    for key, override in overrides.items():
+        at = f"{where}: field by_model.{key}"
+        if not isinstance(override, Mapping):
+            raise WorkloadError(f"{at}: expected a mapping with any of {', '.join(_BY_MODEL_FIELDS)}, got {override!r}")
+        extra = sorted(set(map(str, override)) - set(_BY_MODEL_FIELDS))
+        if extra:
+            raise WorkloadError(f"{at}: unknown field(s) {extra}; a per-model override may set: {', '.join(_BY_MODEL_FIELDS)}")
+        merged = _merge(base, override)
+        model_params = _parse_entry(name, merged, f"{where} (by_model {key})")
+        if key == model:
+            chosen = model_params
+    return chosen
+
+
+def _merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(dict(base))
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _parse_entry(name: str, entry: Mapping[str, Any], where: str) -> DatasetParams:
     for req in ("num_prompts", "template_tokens", "prompt_tokens", "response_tokens"):
         if req not in entry:
             raise WorkloadError(f"{where}: field {req}: required field is missing")
@@ -153,6 +201,19 @@ def parse_dataset(name: str, entry: Any) -> DatasetParams:
     resp = sub("response_tokens", _RESPONSE_FIELDS)
     trend = entry.get("response_trend_per_epoch", 0.0)
     _number(where, "response_trend_per_epoch", trend, integer=False, minimum=-1.0, strict=True)
+    runaway = entry.get("runaway", {}) or {}
+    if not isinstance(runaway, Mapping):
+        raise WorkloadError(f"{where}: field runaway: expected a mapping with {', '.join(_RUNAWAY_FIELDS)}, got {runaway!r}")
+    extra = sorted(set(map(str, runaway)) - set(_RUNAWAY_FIELDS))
+    if extra:
+        raise WorkloadError(f"{where}: field runaway: unknown field(s) {extra}; expected: {', '.join(_RUNAWAY_FIELDS)}")
+    p_run = _number(where, "runaway.probability", runaway.get("probability", 0.0), integer=False, minimum=0)
+    if p_run >= 1:
+        raise WorkloadError(f"{where}: field runaway.probability: must be < 1 (got {p_run!r})")
+    r_run = _number(where, "runaway.prompt_correlation", runaway.get("prompt_correlation", 0.0), integer=False, minimum=0)
+    if r_run > 1:
+        raise WorkloadError(f"{where}: field runaway.prompt_correlation: must be <= 1 (got {r_run!r})")
+    t_run = _number(where, "runaway.trend_per_epoch", runaway.get("trend_per_epoch", 0.0), integer=False, minimum=-1.0, strict=True)
     return DatasetParams(
         name=name,
         num_prompts=int(_number(where, "num_prompts", entry["num_prompts"], integer=True, minimum=1)),
@@ -165,6 +226,9 @@ def parse_dataset(name: str, entry: Any) -> DatasetParams:
         sigma_epoch=float(_number(where, "response_tokens.sigma_epoch", resp["sigma_epoch"], integer=False, minimum=0)),
         sigma_sample=float(_number(where, "response_tokens.sigma_sample", resp["sigma_sample"], integer=False, minimum=0)),
         response_trend_per_epoch=float(trend),
+        runaway_probability=float(p_run),
+        runaway_prompt_correlation=float(r_run),
+        runaway_trend_per_epoch=float(t_run),
     )
 
 
@@ -172,7 +236,7 @@ def parse_dataset(name: str, entry: Any) -> DatasetParams:
 
 # Stream labels for SeedSequence spawn keys: every random quantity has its own stream, so iteration i
 # can be produced in any order and the first N prompts do not depend on the pool size.
-_S_QUESTION, _S_OFFSET, _S_EPOCH, _S_ITER = 0, 1, 2, 3
+_S_QUESTION, _S_OFFSET, _S_EPOCH, _S_ITER, _S_RUNAWAY = 0, 1, 2, 3, 4
 _CACHE = 8
 
 
@@ -300,12 +364,16 @@ class DatasetWorkload(Workload):
             ids = order[slot[m]]
             prompt_ids[m] = ids
             eps[m] = e_eps[ids]
-        loc = self._mu + self.epochs_done(i) * self._log_trend + self.prompt_offsets[prompt_ids] + eps
+        offset = self.prompt_offsets[prompt_ids] + eps
+        loc = self._mu + self.epochs_done(i) * self._log_trend + offset
         log_len = np.repeat(loc, n)
         if self.params.sigma_sample > 0:
             log_len += self.params.sigma_sample * self._stream(_S_ITER, i).standard_normal(P * n)
         lengths = np.rint(np.exp(np.minimum(log_len, self._log_cap)))
         response = np.clip(lengths, 1, self.max_response_tokens).astype(np.int64)
+        runaway = self.runaway_probability(i)
+        if runaway > 0:
+            response[self._runaways(i, offset, runaway)] = self.max_response_tokens
         prompt_tokens = self.prompt_lengths[prompt_ids]
         sample_prompt = np.repeat(np.arange(P, dtype=np.int64), n)
         sample_ids = np.tile(np.arange(n, dtype=np.int64), P)
@@ -325,15 +393,42 @@ class DatasetWorkload(Workload):
             self._iterations.popitem(last=False)
         return out
 
+    def runaway_probability(self, i: int) -> float:
+        """Share of iteration i's samples that run away (to the cap): the entry's probability, trended per epoch."""
+        p = self.params.runaway_probability
+        if p == 0.0 or self.params.runaway_trend_per_epoch == 0.0:
+            return p
+        return min(p * (1.0 + self.params.runaway_trend_per_epoch) ** self.epochs_done(i), 1.0)
+
+    def _runaways(self, i: int, offset: np.ndarray, p: float) -> np.ndarray:
+        """Which samples run away: a latent sqrt(r) w_p + sqrt(1 - r) v above the (1 - p) quantile.
+
+        w_p is the prompt's standardised length offset (a_p + eps_{p,e}), so runaways concentrate on prompts
+        that run long and persist across epochs as much as those offsets do; v is fresh per sample.
+        """
+        r = self.params.runaway_prompt_correlation
+        spread = math.hypot(self.params.sigma_prompt, self.params.sigma_epoch)
+        latent = self._stream(_S_RUNAWAY, i).standard_normal(offset.size * self.group_size)
+        if r > 0 and spread > 0:
+            latent = math.sqrt(1.0 - r) * latent + math.sqrt(r) * np.repeat(offset / spread, self.group_size)
+        return latent > NormalDist().inv_cdf(1.0 - p)
+
     @property
     def default_response_tokens(self) -> float:
-        """E[clip(L, 1, cap)] for the untrended lognormal L: the dataset-level mean a predictor may assume at first."""
+        """E[clip(L, 1, cap)] for the untrended model: the dataset-level mean a predictor may assume at first.
+
+        The lognormal bulk's capped mean, with the runaway share at the cap (to first order: runaways fall on
+        prompts with longer bulk lengths, which this leaves out).
+        """
         s, cap, mu = self.params.response_sigma, float(self.max_response_tokens), self._mu
         if s == 0.0:
-            return min(max(math.exp(mu), 1.0), cap)
-        lo, hi = (0.0 - mu) / s, (math.log(cap) - mu) / s  # standardised log(1) and log(cap)
-        body = math.exp(mu + s * s / 2) * (_normal_cdf(hi - s) - _normal_cdf(lo - s))
-        return _normal_cdf(lo) + body + cap * (1.0 - _normal_cdf(hi))
+            bulk = min(max(math.exp(mu), 1.0), cap)
+        else:
+            lo, hi = (0.0 - mu) / s, (math.log(cap) - mu) / s  # standardised log(1) and log(cap)
+            body = math.exp(mu + s * s / 2) * (_normal_cdf(hi - s) - _normal_cdf(lo - s))
+            bulk = _normal_cdf(lo) + body + cap * (1.0 - _normal_cdf(hi))
+        p = self.params.runaway_probability
+        return (1.0 - p) * bulk + p * cap
 
 
 def _check_index(i: int) -> int:
@@ -626,12 +721,14 @@ def make_workload(
     trace_path: Path | str | None,
     rng: np.random.Generator,
     base_dir: Path,
+    model: str | None = None,
 ) -> Workload:
     """Build the run's workload: trace replay when a trace is given, else the dataset model.
 
     `dataset` is the datasets.yaml entry or inline mapping (looked up by the caller; when None and
     `cfg.dataset` is a name it is read from workloads/datasets.yaml). With a trace, `dataset` may carry
-    `template_tokens` (default 0). `rng` is consumed only here (at construction).
+    `template_tokens` (default 0). `model` is the actor's catalog name: it selects the entry's `by_model`
+    override. `rng` is consumed only here (at construction).
     """
     trace = trace_path if trace_path is not None else cfg.trace
     if trace is not None:
@@ -660,7 +757,7 @@ def make_workload(
                 raise WorkloadError(str(exc)) from None
         else:
             raise WorkloadError("workload: neither a dataset nor a trace was given")
-    params = parse_dataset(name, dataset)
+    params = parse_dataset(name, dataset, model)
     return DatasetWorkload(
         params,
         prompts_per_iteration=cfg.prompts_per_iteration,
@@ -686,6 +783,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-prompt-tokens", type=int, default=1024)
     ap.add_argument("--max-response-tokens", type=int, default=2048)
     ap.add_argument("--seed", type=int, default=0, help="seeds np.random.default_rng(seed), used by the workload only")
+    ap.add_argument("--model", default=None, help="the actor's catalog name: selects the dataset's by_model override")
     a = ap.parse_args(argv)
     cfg = WorkloadConfig(
         dataset=a.dataset,
@@ -696,7 +794,7 @@ def main(argv: list[str] | None = None) -> int:
         max_response_tokens=a.max_response_tokens,
     )
     try:
-        w = make_workload(cfg, None, None, np.random.default_rng(a.seed), Path.cwd())
+        w = make_workload(cfg, None, None, np.random.default_rng(a.seed), Path.cwd(), model=a.model)
         write_trace(w, a.iterations, a.out)
     except WorkloadError as exc:
         print(f"error: {exc}")

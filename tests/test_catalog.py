@@ -23,10 +23,11 @@ RAW_MODELS = yaml.safe_load((WORKLOADS_DIR / "models.yaml").read_text())
 GPU_NUMERIC_FIELDS = [f.name for f in fields(GpuSpec) if f.name not in ("name", "source")]
 MODEL_INT_FIELDS = ["layers", "hidden_size", "heads", "kv_heads", "head_dim", "vocab_size", "intermediate_size"]
 
-REQUIRED_GPUS = ["L40S", "A100-40GB", "A100-80GB", "H100-SXM", "H200"]
+REQUIRED_GPUS = ["L40S", "A100-40GB", "A100-80GB", "H100-SXM", "H200", "H20", "H800", "B200", "MI300X", "L4", "A10G"]
 REQUIRED_MODELS = [
     "qwen2.5-0.5b", "qwen2.5-1.5b", "qwen2.5-3b", "qwen2.5-7b", "qwen2.5-14b", "qwen2.5-32b", "qwen2.5-72b",
-    "llama-2-7b", "llama-2-13b", "llama-2-70b", "llama-3-8b", "llama-3-70b",
+    "llama-2-7b", "llama-2-13b", "llama-2-70b", "llama-3-8b", "llama-3-70b", "llama-3.1-8b",
+    "qwen3-4b", "qwen3-8b", "qwen3-14b", "qwen3-32b", "deepseek-llm-7b",
 ]
 
 # Architecture family by key prefix. It decides which small tensors exist:
@@ -34,7 +35,11 @@ REQUIRED_MODELS = [
 #   Qwen3: no biases, but per-head q_norm and k_norm
 #   Llama: neither
 # A new model family must be added here, so the parameter-count check cannot silently skip it.
-FAMILIES = {"qwen2.5-": "qwen2", "qwen2-": "qwen2", "qwen3-": "qwen3", "llama-": "llama", "mixtral-": "llama"}
+FAMILIES = {
+    "qwen2.5-": "qwen2", "qwen2-": "qwen2", "qwen3-": "qwen3", "llama-": "llama", "mixtral-": "llama",
+    "deepseek-llm-": "llama",  # LlamaForCausalLM
+    "deepseek-r1-distill-qwen-": "qwen2",  # Qwen2ForCausalLM (Qwen2.5-Math bases)
+}
 
 
 def family(name: str) -> str:
@@ -96,8 +101,35 @@ def test_model_field_types_and_source(name):
 
 
 def test_tied_embeddings_follow_the_published_configs():
-    # Qwen2.5 ties word embeddings only for 0.5B/1.5B/3B; Llama 2/3 and Qwen2.5 >= 7B do not.
-    assert {n for n, m in CATALOG.models.items() if m.tied_embeddings} == {"qwen2.5-0.5b", "qwen2.5-1.5b", "qwen2.5-3b"}
+    # Qwen2.5 ties word embeddings only for 0.5B/1.5B/3B, Qwen3 for 4B (not 8B and larger), Llama 3.2 for 3B;
+    # Llama 2/3/3.1, Qwen2.5 >= 7B, DeepSeek LLM and the R1 distills (Qwen2.5-Math bases) do not.
+    tied = {"qwen2.5-0.5b", "qwen2.5-1.5b", "qwen2.5-3b", "qwen3-4b", "llama-3.2-3b"}
+    assert {n for n, m in CATALOG.models.items() if m.tied_embeddings} == tied
+
+
+@pytest.mark.parametrize(
+    "name, layers, hidden, heads, kv_heads, ffn, vocab",
+    # config.json values of the added models, as copied in citsjtu2020/LLM-Prof sglang/Model_Config.md (Qwen3,
+    # Llama 3.2) and the DeepSeek LLM paper's table 2 (deepseek-llm-7b); a typo in models.yaml fails here and,
+    # independently, in the parameter-count check above.
+    [
+        ("qwen3-4b", 36, 2560, 32, 8, 9728, 151936),
+        ("qwen3-14b", 40, 5120, 40, 8, 17408, 151936),
+        ("qwen3-32b", 64, 5120, 64, 8, 25600, 151936),
+        ("llama-3.2-3b", 28, 3072, 24, 8, 8192, 128256),
+        ("deepseek-llm-7b", 30, 4096, 32, 32, 11008, 102400),
+    ],
+)
+def test_added_model_shapes(name, layers, hidden, heads, kv_heads, ffn, vocab):
+    m = CATALOG.model(name)
+    assert (m.layers, m.hidden_size, m.heads, m.kv_heads, m.intermediate_size, m.vocab_size) == (layers, hidden, heads, kv_heads, ffn, vocab)
+
+
+def test_qwen3_head_dim_is_not_hidden_over_heads():
+    # Qwen3 configs set head_dim 128 explicitly; for 32B that makes the attention 8,192 wide on a 5,120 stream.
+    m = CATALOG.model("qwen3-32b")
+    assert m.head_dim == 128 and m.heads * m.head_dim == 8192 != m.hidden_size
+    assert m.kv_bytes_per_token == 2 * 64 * 8 * 128 * 2  # 256 KiB per token in bf16
 
 
 @pytest.mark.parametrize("name, expected", [("qwen2.5-7b", 2 * 28 * 4 * 128 * 2), ("qwen2.5-3b", 2 * 36 * 2 * 128 * 2)])
@@ -147,6 +179,19 @@ def test_ridge_point_matches_calibration(name, ridge):
     assert gpu.bf16_flops / gpu.hbm_bandwidth_bytes_per_s == pytest.approx(ridge, rel=0.03)
 
 
+@pytest.mark.parametrize(
+    "name, dense_flops, memory_bw",
+    # the vendor figures cited in gpus.yaml (dense BF16 FLOP/s, memory bytes/s): the ridge point is their ratio
+    [("H20", 148e12, 4.0e12), ("H800", 989.4e12, 3.35e12), ("B200", 2.25e15, 8.0e12), ("MI300X", 1307.4e12, 5.3e12),
+     ("L4", 121e12, 300e9), ("A10G", 70e12, 600e9)],
+)
+def test_added_gpu_ridge_points(name, dense_flops, memory_bw):
+    gpu = CATALOG.gpu(name)
+    assert gpu.bf16_flops / gpu.hbm_bandwidth_bytes_per_s == pytest.approx(dense_flops / memory_bw, rel=1e-9)
+    # a sparsity figure written by mistake would double the ridge point; none of these parts exceeds 450
+    assert 30 < gpu.bf16_flops / gpu.hbm_bandwidth_bytes_per_s < 450
+
+
 def test_bandwidths_are_one_direction():
     # NVLink 4 is 900 GB/s bidirectional and NVLink 3 is 600 GB/s; the catalog stores one direction.
     assert CATALOG.gpu("H100-SXM").intra_node_bandwidth_bytes_per_s == 450e9
@@ -157,6 +202,11 @@ def test_bandwidths_are_one_direction():
     # g6e.48xlarge 400 Gbps, p5.48xlarge 3200 Gbps.
     assert CATALOG.gpu("L40S").inter_node_bandwidth_bytes_per_s == 400e9 / 8
     assert CATALOG.gpu("H100-SXM").inter_node_bandwidth_bytes_per_s == 3200e9 / 8
+    # H800: NVLink cut to 400 GB/s bidirectional; B200: NVLink 5 1.8 TB/s; MI300X: 896 GB/s Infinity Fabric
+    assert CATALOG.gpu("H800").intra_node_bandwidth_bytes_per_s == 400e9 / 2
+    assert CATALOG.gpu("B200").intra_node_bandwidth_bytes_per_s == 1.8e12 / 2
+    assert CATALOG.gpu("MI300X").intra_node_bandwidth_bytes_per_s == 896e9 / 2
+    assert CATALOG.gpu("L4").inter_node_bandwidth_bytes_per_s == CATALOG.gpu("A10G").inter_node_bandwidth_bytes_per_s == 100e9 / 8
 
 
 def test_prices_match_calibration_instance_prices():
@@ -243,3 +293,99 @@ def test_missing_field_is_a_catalog_error(tmp_path):
     directory = _write(tmp_path / "missing_field", "models.yaml", text)
     with pytest.raises(CatalogError, match=r"models\.yaml.*'tiny'.*head_dim"):
         load_catalog(directory)
+
+
+# --------------------------------------------------------------------------------------------------
+# user catalogs (sim.catalog.with_user_catalogs) and inline GPUs
+
+from sim.catalog import gpu_from_mapping, with_user_catalogs  # noqa: E402
+
+USER_GPU = {
+    "memory_bytes": 96.0e9, "hbm_bandwidth_bytes_per_s": 1.6e12, "bf16_flops": 500.0e12,
+    "intra_node_bandwidth_bytes_per_s": 64.0e9, "inter_node_bandwidth_bytes_per_s": 50.0e9,
+    "host_to_gpu_bandwidth_bytes_per_s": 64.0e9, "price_usd_per_gpu_hour": 2.5, "host_memory_bytes": 1.0e12,
+    "gpus_per_node": 4, "sources": {"all": "test fixture"},
+}  # fmt: skip
+
+
+def _user_catalog(tmp_path: Path, data: dict, name: str = "mine.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_user_catalog_adds_and_overrides_entries(tmp_path):
+    path = _user_catalog(tmp_path, {
+        "gpus": {"X1": USER_GPU, "H100-SXM": {"base": "H100-SXM", "price_usd_per_gpu_hour": 6.88}},
+        "models": {"tiny": yaml.safe_load(GOOD_MODEL)["tiny"], "qwen-wide": {"base": "qwen2.5-3b", "intermediate_size": 22016}},
+        "datasets": {"gsm8k-long": {"base": "gsm8k", "response_tokens": {"median": 900}}},
+        "platforms": {"cheap": {"base": "runpod", "keep_alive_s": 1.0}},
+    })  # fmt: skip
+    cat = with_user_catalogs([path])
+    assert cat.gpu("X1").gpus_per_node == 4 and cat.gpu("X1").memory_bytes == 96e9
+    # `base:` changes only the fields it writes
+    h100 = cat.gpu("H100-SXM")
+    assert h100.price_usd_per_gpu_hour == 6.88 and h100.hbm_bandwidth_bytes_per_s == CATALOG.gpu("H100-SXM").hbm_bandwidth_bytes_per_s
+    assert cat.model("tiny").kv_bytes_per_token == 2 * 1 * 1 * 4 * 2
+    wide = cat.model("qwen-wide")
+    assert wide.intermediate_size == 22016 and wide.layers == CATALOG.model("qwen2.5-3b").layers
+    # nested mappings merge key by key
+    assert cat.dataset("gsm8k-long")["response_tokens"]["median"] == 900
+    assert cat.dataset("gsm8k-long")["response_tokens"]["sigma_epoch"] == CATALOG.dataset("gsm8k")["response_tokens"]["sigma_epoch"]
+    assert cat.platform("cheap")["keep_alive_s"] == 1.0 and cat.platform("cheap")["kind"] == "serverless"
+    # the packaged catalog is untouched
+    assert CATALOG.gpu("H100-SXM").price_usd_per_gpu_hour == 12.29 and "X1" not in CATALOG.gpus
+
+
+def test_later_user_catalog_wins(tmp_path):
+    first = _user_catalog(tmp_path, {"gpus": {"X1": USER_GPU}}, "a.yaml")
+    second = _user_catalog(tmp_path, {"gpus": {"X1": {"base": "X1", "price_usd_per_gpu_hour": 9.0}}}, "b.yaml")
+    assert with_user_catalogs([first, second]).gpu("X1").price_usd_per_gpu_hour == 9.0
+    assert with_user_catalogs([second, first], base=with_user_catalogs([first])).gpu("X1").price_usd_per_gpu_hour == 2.5
+
+
+@pytest.mark.parametrize(
+    "data, expected",
+    [
+        ({"gpu": {"X1": USER_GPU}}, "gpu: unknown section (did you mean 'gpus'?)"),
+        ({"gpus": [USER_GPU]}, "gpus: expected a mapping of names to entries"),
+        ({"gpus": {"X1": {k: v for k, v in USER_GPU.items() if k != "bf16_flops"}}}, "gpus.X1: missing field(s) bf16_flops"),
+        ({"gpus": {"X1": {**USER_GPU, "memory_bytes": 96}}}, "gpus.X1.memory_bytes: 96 is implausibly small: the field is in bytes"),
+        ({"gpus": {"X1": {**USER_GPU, "memory_bytes": "96 GB"}}}, "gpus.X1.memory_bytes: expected a number, got '96 GB' (the field is in bytes"),
+        ({"gpus": {"X1": {**USER_GPU, "inter_node_bandwidth_bytes_per_s": 400}}}, "gpus.X1.inter_node_bandwidth_bytes_per_s: 400 is implausibly small"),
+        ({"gpus": {"X1": {**USER_GPU, "gpus_per_node": 2.5}}}, "gpus.X1.gpus_per_node: expected an integer"),
+        ({"gpus": {"X1": {**USER_GPU, "nvlink": 1}}}, "gpus.X1: unknown field(s) ['nvlink']"),
+        ({"gpus": {"X1": {"base": "H100-SMX"}}}, "gpus.X1.base: unknown GPU 'H100-SMX' (did you mean 'H100-SXM'?)"),
+        ({"models": {"m": {"base": "qwen2.5-3b", "params": 3.1}}}, "models.m.params: 3.1 is smaller than the embedding matrix alone"),
+        ({"models": {"m": {"base": "qwen2.5-3b", "tied_embeddings": "yes"}}}, "models.m.tied_embeddings: expected true or false"),
+        ({"datasets": {"d": {"base": "gsm8k", "num_prompts": 0}}}, "datasets.d: num_prompts: must be >= 1"),
+        ({"datasets": {"d": {"base": "gsm8k", "response_tokens": {"sigma": 0.3}}}}, "datasets.d: response_tokens: unknown field(s) ['sigma']"),
+        ({"platforms": {"p": {"keep_alive_s": -1}}}, "platforms.p.keep_alive_s: Input should be greater than or equal to 0"),
+        ({"platforms": {"p": {"billing": {"granularity": 1}}}}, "platforms.p.billing.granularity: unknown key"),
+    ],
+)
+def test_bad_user_catalog_names_file_and_path(tmp_path, data, expected):
+    path = _user_catalog(tmp_path, data)
+    with pytest.raises(CatalogError) as exc:
+        with_user_catalogs([path])
+    assert str(exc.value).startswith(f"{path}: "), str(exc.value)
+    assert expected in str(exc.value)
+
+
+def test_user_catalog_file_errors(tmp_path):
+    with pytest.raises(CatalogError, match="no such catalog file"):
+        with_user_catalogs([tmp_path / "missing.yaml"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("gpus: [unclosed\n")
+    with pytest.raises(CatalogError, match=r"bad\.yaml: malformed YAML"):
+        with_user_catalogs([bad])
+    top = _user_catalog(tmp_path, {"gpus": {}}, "empty.yaml")
+    assert with_user_catalogs([top]).gpus == CATALOG.gpus  # an empty section adds nothing
+
+
+def test_inline_gpu_mapping():
+    gpu = gpu_from_mapping({"name": "L40S-cheap", "base": "L40S", "price_usd_per_gpu_hour": 1.0}, CATALOG)
+    assert gpu.name == "L40S-cheap" and gpu.price_usd_per_gpu_hour == 1.0 and gpu.memory_bytes == 48e9
+    assert gpu_from_mapping(dict(USER_GPU), CATALOG).name == "cluster.gpu"
+    with pytest.raises(CatalogError, match=r"^cluster\.gpu\.hbm_bandwidth_bytes_per_s: 1\.6 is implausibly small"):
+        gpu_from_mapping({**USER_GPU, "hbm_bandwidth_bytes_per_s": 1.6}, CATALOG)

@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+import yaml
 
 from sim.config import load_config
 
@@ -251,12 +252,15 @@ def bad_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, 
         [QUICKSTART, "--set", f"workload.trace={trace}", "--set", "workload.dataset=null"],
         [QUICKSTART, "workload.trace", str(trace), "line 3", "response_tokens", "12x"],
     )
+    catalog = tmp / "my_gpus.yaml"
+    catalog.write_text("gpus:\n  X1:\n    base: L40S\n    memory_bytes: 48   # GB, not bytes\n")
+    cases["bad-user-catalog"] = ([QUICKSTART, "--catalog", catalog], [QUICKSTART, str(catalog), "gpus.X1.memory_bytes", "the field is in bytes"])
     outs = {key: tmp / f"out_{key}" for key in cases}
     procs = run_all({key: [*args, "--out", outs[key]] for key, (args, _) in cases.items()})
     return {key: (outs[key], procs[key], cases[key][1]) for key in cases}
 
 
-@pytest.mark.parametrize("case", [*SUBPROCESS_CASES, "missing-file", "malformed-yaml", "malformed-trace"])
+@pytest.mark.parametrize("case", [*SUBPROCESS_CASES, "missing-file", "malformed-yaml", "malformed-trace", "bad-user-catalog"])
 def test_bad_input_exits_2_naming_file_and_field(bad_runs, case: str) -> None:
     out, proc, needles = bad_runs[case]
     assert_bad_input(proc, *needles)
@@ -278,6 +282,56 @@ def test_bad_input_in_process(
     captured = capsys.readouterr()
     assert_bad_input(subprocess.CompletedProcess([], code, captured.out, captured.err), QUICKSTART, *needles)
     assert not out.exists()
+
+
+# ------------------------------------------------------------------ user catalogs
+
+
+USER_CATALOG = """
+gpus:
+  X1:                                   # a GPU the package does not know
+    memory_bytes: 96.0e+9
+    hbm_bandwidth_bytes_per_s: 1.6e+12
+    bf16_flops: 500.0e+12
+    intra_node_bandwidth_bytes_per_s: 64.0e+9
+    inter_node_bandwidth_bytes_per_s: 50.0e+9
+    host_to_gpu_bandwidth_bytes_per_s: 64.0e+9
+    price_usd_per_gpu_hour: 2.5
+    host_memory_bytes: 1.0e+12
+    gpus_per_node: 4
+    sources: {all: "test fixture"}
+models:
+  qwen-half:                            # Qwen2.5-0.5B with half its layers
+    base: qwen2.5-0.5b
+    layers: 12
+    params: 315084160.0   # 12 layers x 14,912,384 + embeddings 136,134,656 + final norm 896
+    source: test fixture
+"""
+
+
+def test_user_catalog_adds_a_gpu_and_a_model_that_a_run_uses(tmp_path: Path) -> None:
+    (tmp_path / "cat").mkdir()
+    (tmp_path / "cat" / "mine.yaml").write_text(USER_CATALOG)
+    experiment = {
+        "name": "byo", "iterations": 1, "catalogs": ["cat/mine.yaml"], "model": "qwen-half",
+        "workload": {"dataset": "gsm8k", "prompts_per_iteration": 16, "samples_per_prompt": 2},
+        "cluster": {"nodes": 1, "gpu": "X1"}, "platform": {"kind": "serverful"}, "scheduler": {"name": "verl"},
+    }  # fmt: skip
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(experiment))
+    proc = run_cli(path, "--out", tmp_path / "out", "--quiet")  # run from the repository root: paths are the file's
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((tmp_path / "out" / "byo" / "verl" / "summary.json").read_text())
+    assert (summary["gpu"], summary["model"], summary["gpus"], summary["price_usd_per_gpu_hour"]) == ("X1", "qwen-half", 4, 2.5)
+    assert yaml.safe_load((tmp_path / "out" / "byo" / "verl" / "config.yaml").read_text())["catalogs"] == ["cat/mine.yaml"]
+    # the same catalog given on the command line instead, with an override of a packaged GPU's price
+    (tmp_path / "price.yaml").write_text("gpus:\n  X1: {base: X1, price_usd_per_gpu_hour: 5.0}\n")
+    proc = run_cli(path, "--out", tmp_path / "out2", "--quiet", "--catalog", tmp_path / "price.yaml")
+    assert proc.returncode == 0, proc.stderr
+    summary2 = json.loads((tmp_path / "out2" / "byo" / "verl" / "summary.json").read_text())
+    assert summary2["price_usd_per_gpu_hour"] == 5.0
+    assert summary2["total_cost_usd"] == pytest.approx(2 * summary["total_cost_usd"])
+    assert summary2["mean_iteration_s"] == summary["mean_iteration_s"]
 
 
 # ------------------------------------------------------------------ exit codes without a subprocess

@@ -179,7 +179,7 @@ def test_tokens_generated_are_the_workload_response_tokens(small) -> None:
     # the runner's recipe: one generator from the seed, spawned into (workload, scheduler, platform)
     workload_rng, _, _ = np.random.default_rng(cfg.seed).spawn(3)
     dataset = load_catalog().dataset("gsm8k")
-    workload = make_workload(cfg.workload, dataset, None, workload_rng, ".")
+    workload = make_workload(cfg.workload, dataset, None, workload_rng, ".", model=cfg.model)  # the actor picks by_model
     expected = [workload.iteration(i).response_tokens for i in range(cfg.iterations)]
     assert len(res.generated) == cfg.iterations
     for i, want in enumerate(expected):

@@ -187,7 +187,7 @@ def test_dedup_on_a_sampled_dataset_saves_one_template_per_extra_prompt(recorder
     """gsm8k (template 25 tokens), prompt lengths drawn at random: the saving is (distinct prompts - 1) x template."""
     cfg = config(scheduler={"name": "rlhfless", "params": {**FIXED, "n_max": 3}}, iterations=2)
     result = simulate(cfg)
-    workload = make_workload(cfg.workload, CAT.dataset("gsm8k"), None, np.random.default_rng(cfg.seed).spawn(3)[0], Path("."))
+    workload = make_workload(cfg.workload, CAT.dataset("gsm8k"), None, np.random.default_rng(cfg.seed).spawn(3)[0], Path("."), model=cfg.model)
     template = CAT.dataset("gsm8k")["template_tokens"]
     saved_by_iteration = {it: c.get("prefill_tokens_saved") for (it, phase), c in recorders[-1].counters.items() if phase == "generation"}
     for i in range(2):
@@ -315,7 +315,8 @@ def check_invariants(result, cfg, expected_generated: list[np.ndarray]) -> None:
 def workload_lengths(cfg) -> tuple[np.ndarray, ...]:
     ds = cfg.workload.dataset
     dataset = CAT.dataset(ds) if isinstance(ds, str) else ds
-    workload = make_workload(cfg.workload, dataset, None, np.random.default_rng(cfg.seed).spawn(3)[0], Path("."))
+    model = cfg.model if isinstance(cfg.model, str) else None  # the actor's name picks the dataset's by_model override
+    workload = make_workload(cfg.workload, dataset, None, np.random.default_rng(cfg.seed).spawn(3)[0], Path("."), model=model)
     return tuple(workload.iteration(i).response_tokens for i in range(cfg.iterations))
 
 

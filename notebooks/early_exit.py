@@ -80,11 +80,16 @@ table
 
 # %%
 ok["batch cap"] = ok["engine.max_num_seqs"].astype(str)
-fig = px.line(ok.sort_values("early_exit_mismatch_fraction"), x="early_exit_mismatch_fraction",
+thresholds = ok[ok["early_exit_threshold"].notna()]  # the curve; the oracle stable exit is marked apart
+fig = px.line(thresholds.sort_values("early_exit_mismatch_fraction"), x="early_exit_mismatch_fraction",
               y="early_exit_generation_time_saved_fraction", color="batch cap", markers=True, hover_name="operating point",
               labels={"early_exit_mismatch_fraction": "token mismatch (off-policy share of rollout tokens)",
                       "early_exit_generation_time_saved_fraction": "generation time saved"},
               title="Early exit: rollout time saved against token mismatch, per batch cap")  # fmt: skip
+oracle = ok[ok["early_exit_threshold"].isna()]
+fig.add_scatter(x=oracle["early_exit_mismatch_fraction"], y=oracle["early_exit_generation_time_saved_fraction"], mode="markers",
+                marker={"symbol": "star", "size": 12, "color": "black"}, name="oracle stable exit",
+                text=oracle["batch cap"], hovertemplate="stable exit, batch cap %{text}: saved %{y:.1%}<extra></extra>")  # fmt: skip
 fig.update_xaxes(tickformat=".0%")
 fig.update_yaxes(tickformat=".0%")
 fig.add_hline(y=0, line_dash="dot")

@@ -236,7 +236,8 @@ def experiment_figures(rows: list[dict[str, Any]], sweep_keys: list[str]) -> dic
 def early_exit_tradeoff(rows: list[dict[str, Any]], sweep_keys: list[str]) -> go.Figure:
     """Generation time saved against token mismatch: one line per value of the swept keys outside early_exit.*
 
-    (e.g. one per batch cap), its points the operating points the sweep chose (docs/early_exit.md).
+    (e.g. one per batch cap) through the confidence-threshold operating points the sweep chose, and a star
+    for the oracle stable exit (docs/early_exit.md).
     """
     others = [k for k in sweep_keys if not k.startswith("early_exit.")]
     groups: dict[str, list[dict[str, Any]]] = {}
@@ -244,26 +245,30 @@ def early_exit_tradeoff(rows: list[dict[str, Any]], sweep_keys: list[str]) -> go
         label = ", ".join(f"{k}={r[k]}" for k in others if _present(r.get(k))) or str(r.get("scheduler"))
         groups.setdefault(label, []).append(r)
     fig = go.Figure()
+    hover = "%{text}<br>mismatch %{x:.2%}, generation time saved %{y:.1%}<extra>"
     for i, (label, mine) in enumerate(groups.items()):
         mine = sorted(mine, key=lambda r: (_number(r["early_exit_mismatch_fraction"]), _number(r["early_exit_generation_time_saved_fraction"])))
-        text = [
-            "stable" if not _present(r.get("early_exit_threshold")) else f"{r.get('early_exit_policy')} >= {r.get('early_exit_threshold')}"
-            for r in mine
-        ]
-        fig.add_trace(
-            go.Scatter(
-                name=label, x=[_number(r["early_exit_mismatch_fraction"]) for r in mine],
-                y=[_number(r["early_exit_generation_time_saved_fraction"]) for r in mine], mode="lines+markers",
-                text=text, line={"color": _color(i)},
-                hovertemplate="%{text}<br>mismatch %{x:.2%}, generation time saved %{y:.1%}<extra>" + html.escape(label) + "</extra>",
-            )
-        )  # fmt: skip
+        # confidence thresholds form the curve; the oracle stable exit is a separate mark (not deployable)
+        for oracle in (False, True):
+            part = [r for r in mine if _present(r.get("early_exit_threshold")) != oracle]
+            if not part:
+                continue
+            text = ["stable (oracle)" if oracle else f"{r.get('early_exit_policy')} >= {r.get('early_exit_threshold')}" for r in part]
+            fig.add_trace(
+                go.Scatter(
+                    name=label + (" (oracle stable exit)" if oracle else ""), legendgroup=label, showlegend=not oracle,
+                    x=[_number(r["early_exit_mismatch_fraction"]) for r in part],
+                    y=[_number(r["early_exit_generation_time_saved_fraction"]) for r in part],
+                    mode="markers" if oracle else "lines+markers", text=text, line={"color": _color(i)},
+                    marker={"symbol": "star", "size": 12} if oracle else {}, hovertemplate=hover + html.escape(label) + "</extra>",
+                )
+            )  # fmt: skip
     fig.add_hline(y=0, line_dash="dot", line_color="#888")
     fig.update_layout(
         title="Early exit: generation time saved against token mismatch (off-policy tokens)",
         xaxis_title="token mismatch (share of generated tokens that differ from the full-depth prediction)",
-        yaxis_title="generation time saved", template=TEMPLATE, height=450, legend=LEGEND,
-        xaxis_tickformat=".0%", yaxis_tickformat=".0%",
+        yaxis_title="generation time saved", template=TEMPLATE, height=450, xaxis_tickformat=".0%", yaxis_tickformat=".0%",
+        legend={"x": 1.02, "y": 1, "xanchor": "left", "title": {"text": "star: oracle stable exit"}},
     )  # fmt: skip
     return fig
 

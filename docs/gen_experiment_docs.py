@@ -79,7 +79,8 @@ SECTION_NOTES: dict[str, list[str]] = {
     "early_exit": [
         "The section is optional (`null`, or `enabled: false`: no early exit). Enabled, it works with "
         "`perf.model: roofline` only. "
-        "`threshold` must be one the profile measured for `policy` (docs/early_exit.md).",
+        "`threshold` must be one the profile measured for `policy`, and needs `policy: max_prob` or `margin`; "
+        "with `threshold: null` the budget `max_mismatch` chooses the operating point (docs/early_exit.md §9).",
     ],
 }
 

@@ -167,20 +167,52 @@ class TrainingConfig(Strict):
 
 
 class EarlyExitConfig(Strict):
+    """Early-exit decoding of the actor's rollouts; docs/early_exit.md gives each default's source."""
+
     enabled: bool = Field(True, description="false keeps the section but decodes every layer (handy in sweeps)")
     profile: str = Field(description="a layer-exit profile JSON (python -m sim.probe), e.g. traces/exit_profiles/NAME.json")
-    policy: Literal["max_prob", "margin", "stable"] = Field(
-        "max_prob", description="exit rule: confidence threshold on the top-1 probability or the top-1 - top-2 margin, or the oracle stable exit"
+    # 5%: the early-exit paper's oracle benchmark reports the largest skip ratio within a 5% accuracy loss
+    # (arXiv 2603.23701, Table 1, via ../shared/research/early_exit.md section 3); docs/early_exit.md
+    max_mismatch: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="error budget: the largest share of generated tokens whose exit-layer prediction may differ from the full model's; with threshold null it picks the most aggressive measured threshold within it (0: the oracle stable exit)",
     )
-    threshold: float = Field(0.9, gt=0, le=1, description="confidence threshold; must be one the profile measured")
-    exit_every: int = Field(1, ge=1, description="exits allowed every k layers of the profile (each allowed exit reached costs a check)")
+    policy: Literal["max_prob", "margin", "stable"] | None = Field(
+        None,
+        description="exit rule: a confidence threshold on the top-1 probability or on the top-1 - top-2 margin, or the oracle stable exit; null: whichever measure max_mismatch picks",
+    )
+    threshold: float | None = Field(
+        None, gt=0, le=1, description="an explicit confidence threshold (one the profile measured) for policy max_prob or margin; null: chosen by max_mismatch"
+    )
+    # about every L/8 layers: ../shared/research/early_exit.md section 7 item 7 (a full-vocabulary check costs several layers)
+    exit_every: int | None = Field(
+        None, ge=1, description="exits allowed every k layers of the profile, and at its last layer; null: k = round(L/8) of the profile's L layers (about 8 candidate exits)"
+    )
+    # CALM (arXiv 2207.07061) and DREX deploy a small exit classifier; docs/early_exit.md
     check: Literal["lm_head", "classifier"] = Field(
-        "lm_head",
-        description="cost of one exit check: a full-vocabulary LM-head evaluation (logit-lens confidence), or a small exit classifier (CALM-style, d x 1, ~free)",
+        "classifier",
+        description="cost of one exit check: a small exit classifier (CALM-style, d x 1, ~free), or a full-vocabulary LM-head evaluation (logit-lens confidence, several layers' worth of weight reads)",
     )
     kv_fill: Literal["state_copy", "deferred", "none"] = Field(
         "state_copy", description="KV of skipped layers: recompute K/V projections now (state copy), later (deferred, ~free), or not at all"
     )
+    full_depth_baseline: bool = Field(
+        True,
+        description="also simulate the same run at full depth (same seed and workload) to report the generation time saved; false skips that second simulation (the time-saved keys are then null)",
+    )
+
+    @model_validator(mode="after")
+    def _policy_and_threshold(self) -> "EarlyExitConfig":
+        if self.threshold is not None and self.policy in (None, "stable"):
+            which = "null" if self.policy is None else "stable"
+            raise _FieldError(
+                "early_exit.threshold",
+                f"threshold {self.threshold:g} needs policy max_prob or margin (policy is {which}); "
+                "leave threshold null to let max_mismatch choose the operating point",
+            )
+        return self
 
 
 class ExperimentConfig(Strict):

@@ -128,6 +128,7 @@ class Replica:
         self.busy_intervals: list[tuple[float, float]] = []
         self.events = 0  # timeouts yielded (for the benchmark)
         self.peak_batch = 0  # largest running batch seen
+        self.batch_steps: dict[int, int] = {}  # decode steps run per batch size (early exit's executed depth)
         self.prefill_tokens = 0
 
     # ------------------------------------------------------------------ external API (mechanism)
@@ -255,6 +256,7 @@ class Replica:
                 k = kb
             # advance k steps
             self.steps += k
+            self.batch_steps[b] = self.batch_steps.get(b, 0) + k
             grow = b * k
             self.ctx += grow
             if not self.reserve:

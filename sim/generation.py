@@ -417,6 +417,15 @@ class GenerationPhase:
             decode_steps=float(sum(r.steps for r in live)),
         )
         row["peak_decode_batch"] = float(max((r.peak_batch for r in live), default=0))
+        ee = getattr(self.ctx.perf, "early_exit", None)
+        if ee is not None:  # executed depth of the steps as run (docs/metrics.md, early_exit_depth_*)
+            steps_by_batch: dict[int, int] = {}
+            for r in live:
+                for b, k in r.batch_steps.items():
+                    steps_by_batch[b] = steps_by_batch.get(b, 0) + k
+            depth_steps, depth_tokens = ee.depth_sums(steps_by_batch)
+            rec.count(self.iteration, "generation", early_exit_depth_steps=depth_steps, early_exit_depth_tokens=depth_tokens,
+                      early_exit_step_tokens=float(sum(b * k for b, k in steps_by_batch.items())))  # fmt: skip
         if self.dedup_would is not None:
             replica_prompt_prefill = sum(r.prefill_tokens for r in live) - t.recomputed_tokens
             rec.count(

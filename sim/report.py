@@ -163,7 +163,7 @@ def run_report_html(
         if key in summary
     )
     phases = "".join(f"<tr><th>{html.escape(p)} (s/iteration)</th><td class='n'>{v:.2f}</td></tr>" for p, v in summary.get("phases", {}).items())
-    body = f"<table>{table}{phases}</table>" + _figures_html(run_figures(summary, iterations, instances, activities))
+    body = f"<table>{table}{phases}{_early_exit_rows(summary)}</table>" + _early_exit_warnings(summary) + _figures_html(run_figures(summary, iterations, instances, activities))
     if not activities:
         body += "<p class='note'>No activities.csv rows: the GPU busy-interval chart is left out.</p>"
     head = f'<script src="{html.escape(plotly_js)}"></script>'
@@ -173,6 +173,35 @@ def run_report_html(
         "<script>if (typeof Plotly === 'undefined') document.getElementById('no-plotly').hidden = false;</script>"
     )
     return _page(title, head, missing + body)
+
+
+def _early_exit_rows(summary: dict[str, Any]) -> str:
+    """The early-exit lines of a run's table (docs/metrics.md, early_exit_*), or nothing when it is off."""
+    if "early_exit_mismatch_fraction" not in summary:
+        return ""
+    thr = summary.get("early_exit_threshold")
+    point = "stable (oracle)" if thr is None else f"{summary['early_exit_policy']} >= {thr:g}"
+    rows = [
+        ("early exit: operating point", f"{point}, chosen by {summary.get('early_exit_chosen_by')}"),
+        ("early exit: allowed exit layers (profile)", str(summary.get("early_exit_exit_layers"))),
+        ("early exit: token mismatch", _fmt(summary.get("early_exit_mismatch_fraction"), "{:.2%}")),
+        ("early exit: error budget (max_mismatch)", _fmt(summary.get("early_exit_max_mismatch"), "{:.2%}")),
+        ("early exit: depth per decode step (layers run / L)", _fmt(summary.get("early_exit_depth_fraction_per_step"), "{:.3f}")),
+        ("early exit: depth per generated token", _fmt(summary.get("early_exit_depth_fraction_per_token"), "{:.3f}")),
+        ("early exit: generation time saved", _fmt(summary.get("early_exit_generation_time_saved_fraction"), "{:.1%}")),
+        ("early exit: generation at full depth (s/iteration)", _fmt(summary.get("early_exit_full_depth_generation_s"), "{:.2f}")),
+        ("early exit: profile", f"{summary.get('early_exit_profile_model')} ({summary.get('early_exit_profile_layers')} layers); {summary.get('early_exit_layer_mapping')}"),
+    ]  # fmt: skip
+    return "".join(f"<tr><th>{html.escape(k)}</th><td class='n'>{html.escape(v)}</td></tr>" for k, v in rows)
+
+
+def _early_exit_warnings(summary: dict[str, Any]) -> str:
+    warnings = summary.get("early_exit_warnings") or []
+    return "".join(f"<p class='note'>warning: {html.escape(str(w))}</p>" for w in warnings)
+
+
+def _fmt(value: Any, fmt: str) -> str:
+    return "-" if _number(value) is None else fmt.format(float(value))
 
 
 def load_run(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
@@ -198,7 +227,50 @@ def experiment_figures(rows: list[dict[str, Any]], sweep_keys: list[str]) -> dic
         figs["cost_reduction"] = ratio_bars(ok, baselines, "cost_reduction", "Cost reduction against the baseline (1 - cost / baseline cost)", "cost reduction")
     for key in sweep_keys:
         figs[f"sweep_{key}"] = along_parameter(ok, key, [k for k in sweep_keys if k != key])
+    ee = [r for r in ok if _number(r.get("early_exit_mismatch_fraction")) is not None and _number(r.get("early_exit_generation_time_saved_fraction")) is not None]
+    if ee:
+        figs["early_exit"] = early_exit_tradeoff(ee, sweep_keys)
     return figs
+
+
+def early_exit_tradeoff(rows: list[dict[str, Any]], sweep_keys: list[str]) -> go.Figure:
+    """Generation time saved against token mismatch: one line per value of the swept keys outside early_exit.*
+
+    (e.g. one per batch cap) through the confidence-threshold operating points the sweep chose, and a star
+    for the oracle stable exit (docs/early_exit.md).
+    """
+    others = [k for k in sweep_keys if not k.startswith("early_exit.")]
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        label = ", ".join(f"{k}={r[k]}" for k in others if _present(r.get(k))) or str(r.get("scheduler"))
+        groups.setdefault(label, []).append(r)
+    fig = go.Figure()
+    hover = "%{text}<br>mismatch %{x:.2%}, generation time saved %{y:.1%}<extra>"
+    for i, (label, mine) in enumerate(groups.items()):
+        mine = sorted(mine, key=lambda r: (_number(r["early_exit_mismatch_fraction"]), _number(r["early_exit_generation_time_saved_fraction"])))
+        # confidence thresholds form the curve; the oracle stable exit is a separate mark (not deployable)
+        for oracle in (False, True):
+            part = [r for r in mine if _present(r.get("early_exit_threshold")) != oracle]
+            if not part:
+                continue
+            text = ["stable (oracle)" if oracle else f"{r.get('early_exit_policy')} >= {r.get('early_exit_threshold')}" for r in part]
+            fig.add_trace(
+                go.Scatter(
+                    name=label + (" (oracle stable exit)" if oracle else ""), legendgroup=label, showlegend=not oracle,
+                    x=[_number(r["early_exit_mismatch_fraction"]) for r in part],
+                    y=[_number(r["early_exit_generation_time_saved_fraction"]) for r in part],
+                    mode="markers" if oracle else "lines+markers", text=text, line={"color": _color(i)},
+                    marker={"symbol": "star", "size": 12} if oracle else {}, hovertemplate=hover + html.escape(label) + "</extra>",
+                )
+            )  # fmt: skip
+    fig.add_hline(y=0, line_dash="dot", line_color="#888")
+    fig.update_layout(
+        title="Early exit: generation time saved against token mismatch (off-policy tokens)",
+        xaxis_title="token mismatch (share of generated tokens that differ from the full-depth prediction)",
+        yaxis_title="generation time saved", template=TEMPLATE, height=450, xaxis_tickformat=".0%", yaxis_tickformat=".0%",
+        legend={"x": 1.02, "y": 1, "xanchor": "left", "title": {"text": "star: oracle stable exit"}},
+    )  # fmt: skip
+    return fig
 
 
 def cost_vs_time(rows: list[dict[str, Any]]) -> go.Figure:

@@ -37,6 +37,8 @@ def _write_csv(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> No
 def _cell(v: Any) -> Any:
     if isinstance(v, float):
         return repr(float(v))  # float() so numpy floats print as numbers too
+    if isinstance(v, (list, tuple)):
+        return json.dumps(list(v))  # e.g. early_exit_warnings: one JSON cell
     return v
 
 

@@ -155,6 +155,15 @@ def print_summary(summaries: list[dict[str, Any]], out: str) -> None:
                 v = v[part]
             vals.append(fmt.format(v))
         table.add_row(label, *vals)
+    ee_rows = [
+        ("early exit: operating point", early_exit_point),
+        ("  token mismatch", lambda s: f"{s['early_exit_mismatch_fraction']:.2%}"),
+        ("  depth per decode step", lambda s: f"{s['early_exit_depth_fraction_per_step']:.3f}" if s["early_exit_depth_fraction_per_step"] is not None else "-"),
+        ("  generation time saved", lambda s: f"{s['early_exit_generation_time_saved_fraction']:.1%}" if s["early_exit_generation_time_saved_fraction"] is not None else "-"),
+    ]  # fmt: skip
+    if any("early_exit_mismatch_fraction" in s for s in summaries):
+        for label, show in ee_rows:
+            table.add_row(label, *(show(s) if "early_exit_mismatch_fraction" in s else "off" for s in summaries))
     console.print(table)
     main = summaries[0]
     for base, r in main.get("compare", {}).items():
@@ -167,6 +176,22 @@ def print_summary(summaries: list[dict[str, Any]], out: str) -> None:
                 f"vs {base}: speedup {r['steady_speedup']:.2f}x, cost reduction {r.get('steady_cost_reduction', float('nan')):.1%}, "
                 f"GPU-s reduction {r.get('steady_gpu_s_reduction', float('nan')):.1%} (per step after start-up)"
             )
+
+
+def early_exit_point(summary: dict[str, Any]) -> str:
+    """'max_prob >= 0.99 (budget)': the early-exit operating point of a run and how it was chosen."""
+    point = "stable" if summary["early_exit_threshold"] is None else f"{summary['early_exit_policy']} >= {summary['early_exit_threshold']:g}"
+    return f"{point} ({summary['early_exit_chosen_by']})"
+
+
+def print_warnings(summaries: list[dict[str, Any]]) -> None:
+    """Each distinct warning the runs recorded (early_exit_warnings), once, on stderr."""
+    seen: dict[str, None] = {}
+    for s in summaries:
+        for w in s.get("early_exit_warnings") or ():
+            seen.setdefault(w, None)
+    for w in seen:
+        print(f"warning: {w}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -197,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
             print_sweep_table(outcome.sweep, outcome.sweep_keys)
         else:
             print_summary(outcome.summaries, args.out)
+        print_warnings(outcome.summaries)
     failures = outcome.sweep.failures
     for res in failures:
         if res.kind == "internal":

@@ -212,6 +212,10 @@ def simulate(
     }  # fmt: skip
     summary = summarize(rows, inst_rows, meta, rec)
     summary.update(platform_summary(platform, rec))
+    if getattr(perf, "early_exit", None) is not None:
+        from sim.early_exit_report import early_exit_summary
+
+        summary.update(early_exit_summary(cfg, perf.early_exit, actor, rec, summary, base_dir, catalog))
     residency = platform.residency() if platform is not None else []
     return RunResult(summary, rows, inst_rows, rec.completion_s, rec.generated, activity_rows(rec), residency)
 

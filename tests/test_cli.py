@@ -220,6 +220,15 @@ BAD_OVERRIDES: dict[str, tuple[list[str], list[str]]] = {
         ["early_exit.profile=x.json", "perf.model=table", "perf.table=../traces/perf/qwen2.5_vllm_a100_speed.csv"],
         ["early_exit", "roofline"],
     ),
+    "exit-threshold-without-measure": (
+        ["early_exit.profile=../traces/exit_profiles/smollm2-135m-instruct.json", "early_exit.threshold=0.9"],
+        ["early_exit.threshold", "needs policy max_prob or margin"],
+    ),
+    "exit-threshold-not-measured": (
+        ["early_exit.profile=../traces/exit_profiles/smollm2-135m-instruct.json", "early_exit.policy=max_prob", "early_exit.threshold=0.75"],
+        ["early_exit.threshold", "0.75", "measured thresholds", "0.999"],
+    ),
+    "exit-budget-out-of-range": (["early_exit.profile=x.json", "early_exit.max_mismatch=1.5"], ["early_exit.max_mismatch", "1"]),
     "set-without-equals": (["cluster.nodes"], ["--set 'cluster.nodes'", "dotted.key=value"]),
 }  # fmt: skip
 # the cases run as real subprocesses (the others call sim.run.main in this process: same code, no startup cost)

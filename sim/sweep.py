@@ -554,13 +554,13 @@ def load_or_run(experiment: str | Path, results: str | Path | None = None) -> An
     For notebooks: `results` defaults to $RLHF_SIM_RESULTS, else results/ beside the package.
     """
     import pandas
-    import yaml
 
+    from sim import yaml_io
     from sim.run import main as sim_run
 
     experiment = Path(experiment)
     root = Path(results or os.environ.get("RLHF_SIM_RESULTS", Path(__file__).resolve().parent.parent / "results"))
-    name = yaml.safe_load(experiment.read_text())["name"]
+    name = yaml_io.load(experiment.read_text())["name"]
     runs_csv = root / name / "runs.csv"
     if not runs_csv.exists():
         status = sim_run([str(experiment), "--out", str(root), "--workers", "1", "--quiet"])

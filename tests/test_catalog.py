@@ -243,3 +243,26 @@ def test_missing_field_is_a_catalog_error(tmp_path):
     directory = _write(tmp_path / "missing_field", "models.yaml", text)
     with pytest.raises(CatalogError, match=r"models\.yaml.*'tiny'.*head_dim"):
         load_catalog(directory)
+
+
+def test_a_catalog_file_that_repeats_a_key_is_refused(tmp_path: Path) -> None:
+    for name in ("gpus.yaml", "models.yaml", "datasets.yaml", "platforms.yaml"):
+        (tmp_path / name).write_text((WORKLOADS_DIR / name).read_text())
+    lines = (tmp_path / "gpus.yaml").read_text().splitlines()
+    at = next(i for i, line in enumerate(lines) if line.strip().startswith("price_usd_per_gpu_hour:"))
+    lines.insert(at + 1, lines[at])  # the same field twice in one entry
+    (tmp_path / "gpus.yaml").write_text("\n".join(lines) + "\n")
+    with pytest.raises(CatalogError) as info:
+        load_catalog(tmp_path)
+    msg = str(info.value)
+    assert msg.startswith(f"{tmp_path / 'gpus.yaml'}: malformed YAML at line {at + 2}, column ")
+    assert f"key 'price_usd_per_gpu_hour' repeats the key at line {at + 1}," in msg
+
+
+def test_the_catalog_is_the_same_without_the_c_loader(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from sim import yaml_io
+
+    for name in ("gpus.yaml", "models.yaml", "datasets.yaml", "platforms.yaml"):
+        (tmp_path / name).write_text((WORKLOADS_DIR / name).read_text())
+    monkeypatch.setattr(yaml_io, "StrictCSafeLoader", None)
+    assert load_catalog(tmp_path) == CATALOG

@@ -218,6 +218,13 @@ BAD_OVERRIDES: dict[str, tuple[list[str], list[str]]] = {
         ["early_exit", "roofline"],
     ),
     "set-without-equals": (["cluster.nodes"], ["--set 'cluster.nodes'", "dotted.key=value"]),
+    "infinite-duration": (["platform.cold_start.container_s=.inf"], ["platform.cold_start.container_s:", "finite number"]),
+    "negative-seed": (["seed=-1"], ["seed:", "greater than or equal to 0", "-1"]),
+    "non-integer-seed": (["seed=0.5"], ["seed:", "valid integer", "0.5"]),
+    "repeated-key-in-set": (
+        ["cluster={nodes: 1, gpus_per_node: 8, nodes: 2}"],
+        ["--set 'cluster={nodes: 1", "key 'nodes' repeats the key at line 1, column 2", "not valid YAML at line 1, column 30"],
+    ),
 }  # fmt: skip
 # the cases run as real subprocesses (the others call sim.run.main in this process: same code, no startup cost)
 SUBPROCESS_CASES = ("unknown-key", "memory-infeasible")
@@ -275,6 +282,25 @@ def test_bad_input_in_process(
     code = main([QUICKSTART, "--out", str(out), "--workers", "1", *map(str, set_args(overrides))])
     captured = capsys.readouterr()
     assert_bad_input(subprocess.CompletedProcess([], code, captured.out, captured.err), QUICKSTART, *needles)
+    assert not out.exists()
+
+
+def test_an_experiment_file_that_repeats_a_key_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from sim.run import main
+
+    text = (ROOT / QUICKSTART).read_text()
+    path = tmp_path / "dup.yaml"
+    path.write_text(text.replace("iterations: 3\n", "iterations: 3\nworkload:\n  dataset: gsm8k\n", 1))  # a second `workload:`
+    first = text.splitlines().index("workload:") + 1
+    second = next(i for i, line in enumerate(path.read_text().splitlines(), 1) if line == "workload:")
+    assert second < first  # (the inserted one comes first in the file)
+    out = tmp_path / "out"
+    code = main([str(path), "--out", str(out), "--workers", "1"])
+    captured = capsys.readouterr()
+    assert_bad_input(
+        subprocess.CompletedProcess([], code, captured.out, captured.err),
+        str(path), "malformed YAML", f"line {first + 2}, column 1", f"key 'workload' repeats the key at line {second}, column 1",
+    )
     assert not out.exists()
 
 

@@ -10,6 +10,7 @@ import csv
 import json
 import os
 import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -146,6 +147,19 @@ def test_same_config_twice_gives_identical_bytes(quickstart_runs) -> None:
     assert expected <= set(a)
     for name in a:
         assert a[name] == b[name], name
+
+
+def test_a_quiet_run_imports_only_what_it_needs(tmp_path: Path) -> None:
+    """Start-up: networkx (topology paths walk a tree), plotly (run reports are written from figure dicts),
+    rich (nothing printed), pandas and scipy are imported where first needed, and a quiet run needs none."""
+    code = (
+        "import json, sys; from sim.run import main; "
+        f"code = main([{QUICKSTART!r}, '--out', {str(tmp_path)!r}, '--quiet', '--workers', '1']); "
+        "print(json.dumps([code, sorted(m for m in ('networkx', 'plotly', 'rich', 'pandas', 'scipy') if m in sys.modules)]))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == [0, []]
+    assert (tmp_path / "quickstart" / "verl" / "report.html").is_file() and (tmp_path / "quickstart" / "plotly.min.js").is_file()
 
 
 def test_another_seed_gives_another_run(quickstart_runs) -> None:

@@ -14,7 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable
 
-import yaml
+from sim import yaml_io
 
 WORKLOADS_DIR = Path(__file__).resolve().parent.parent / "workloads"
 BYTES_PER_GB = 1e9
@@ -157,12 +157,15 @@ def _lookup(table: dict[str, Any], name: str, what: str, file: str) -> Any:
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
+    """One catalog file, read strictly (sim.yaml_io: a repeated key is an error) with the C loader when there is one."""
     if not path.exists():
         return {}
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise CatalogError(f"{path}: malformed YAML: {exc}") from None
+        data = yaml_io.load(path.read_text(), fast=True)
+    except yaml_io.YamlError as exc:
+        raise CatalogError(f"{path}: malformed YAML{exc.where}: {exc.problem}") from None
+    except UnicodeDecodeError:
+        raise CatalogError(f"{path}: not a text file") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

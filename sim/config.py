@@ -14,6 +14,7 @@ from typing import Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from sim import yaml_io
 from sim.catalog import Catalog, CatalogError, gpu_from_mapping, load_catalog, suggest, with_user_catalogs
 
 
@@ -22,7 +23,9 @@ class ConfigError(ValueError):
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # unknown keys are errors; so are .inf and .nan (a duration or a rate that is not a finite number would
+    # end in an internal error or in results that are not numbers)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 PositiveInt = Field(ge=1)
@@ -217,7 +220,7 @@ class EarlyExitConfig(Strict):
 
 class ExperimentConfig(Strict):
     name: str = Field(min_length=1, description="experiment name: the results folder DIR/<name>/")
-    seed: int = Field(0, description="seed of every random draw (workload, scheduler, platform)")
+    seed: int = Field(0, ge=0, strict=True, description="seed of every random draw (workload, scheduler, platform): an integer >= 0")
     iterations: int = Field(3, ge=1, description="synchronous RLHF iterations to simulate")
     model: Union[str, dict[str, Any]] = Field(description="the actor: a key of workloads/models.yaml or an inline mapping (docs/catalog.md)")
     critic_model: Union[str, dict[str, Any], None] = Field(None, description="PPO only; default: the actor's model")
@@ -307,9 +310,9 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str], file: str = "--se
         if not all(parts):
             raise ConfigError(f"--set {item!r}: empty part in the key {key!r}")
         try:
-            value = yaml.safe_load(text) if text.strip() else None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"--set {item!r}: value is not valid YAML: {exc}") from None
+            value = yaml_io.load(text) if text.strip() else None
+        except yaml_io.YamlError as exc:
+            raise ConfigError(f"--set {item!r}: value is not valid YAML{exc.where}: {exc.problem}") from None
         set_path(data, parts, value, origin=f"--set {item!r}")
     return data
 
@@ -334,12 +337,9 @@ def read_yaml_file(path: Path) -> dict[str, Any]:
     if path.is_dir():
         raise ConfigError(f"{path}: is a directory, expected an experiment YAML file")
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{path}: malformed YAML{where}: {problem}") from None
+        data = yaml_io.load(path.read_text())
+    except yaml_io.YamlError as exc:
+        raise ConfigError(f"{path}: malformed YAML{exc.where}: {exc.problem}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a text file") from None
     if not isinstance(data, dict):

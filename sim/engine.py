@@ -72,6 +72,29 @@ class ReplicaListener(Protocol):
 
     def on_idle(self, replica: "Replica") -> None: ...
 
+    # optional `watching: bool` (default True): False promises that nothing acts on a replica (enqueue,
+    # migrate, release, fail) or reads its state while its batch runs, and that completions may be
+    # reported together when it ends; the replica then yields once per batch instead of once per state change
+
+
+def landing_delays(now: float, when: float) -> list[float]:
+    """Timeout delays that take SimPy's clock (it adds each delay to `now`) from `now` to exactly `when` >= now.
+
+    `when - now` is exact, and so is the sum, when now >= when / 2 (Sterbenz); from further below, one stop
+    at about 3/4 of `when` comes first (a single delay cannot reach every float from there).
+    """
+    delays = []
+    d = when - now
+    if now + d != when:
+        stop = 0.75 * when - now
+        delays.append(stop)
+        now = now + stop
+        d = when - now
+    if now + d != when:  # pragma: no cover - excluded by the lemma above
+        raise RuntimeError(f"no delay takes the clock from {now!r} to {when!r}")
+    delays.append(d)
+    return delays
+
 
 class SchedulerActionError(RuntimeError):
     """A scheduler asked the mechanism for something impossible (e.g. releasing a replica with work)."""
@@ -112,7 +135,13 @@ class Replica:
         # state
         self.steps = 0  # decode steps done since creation
         self.running: dict[int, int] = {}  # seq -> finish step (insertion order = admission order)
-        self.heap: list[tuple[int, int]] = []  # (finish step, seq)
+        # running sequences by finish step, each as one int key `finish step * len(table) + seq` (ordered as
+        # the pair, cheaper to compare). Removal out of finish order (preemption, migration) leaves the key
+        # in place: a key is live iff running[seq] == its finish step; `stale` counts the others, which are
+        # skipped when they surface and compacted away once they outnumber the live ones
+        self._key_base = max(len(table), 1)
+        self.heap: list[int] = []
+        self.stale = 0
         self.waiting: deque[int] = deque()
         self.ctx = 0  # total context of running sequences (what attention reads)
         self.mem = 0  # KV tokens held (a group's shared prompt counted once)
@@ -122,11 +151,12 @@ class Replica:
         self._pending_prefill_s = 0.0
         self.proc: simpy.Process | None = None
         self._interruptible = False
+        self._landing = False  # an unwatched replica waiting for the clock to reach the end of its batch
         self.released = False
         self.failed = False
         self.busy_since: float | None = None
         self.busy_intervals: list[tuple[float, float]] = []
-        self.events = 0  # timeouts yielded (for the benchmark)
+        self.events = 0  # state changes simulated (analytic segments; each a timeout unless unwatched)
         self.peak_batch = 0  # largest running batch seen
         self.batch_steps: dict[int, int] = {}  # decode steps run per batch size (early exit's executed depth)
         self.prefill_tokens = 0
@@ -157,6 +187,8 @@ class Replica:
 
         Returns the sequences (to be regenerated from scratch elsewhere) and the tokens thrown away.
         """
+        if self._landing:
+            raise SchedulerActionError(f"replica {self.id}: crashed while unwatched (its listener must watch when instances can fail)")
         table = self.table
         lost = list(self.running) + list(self.waiting)
         tokens = sum(self.generated_now(s) for s in self.running) + sum(table.generated[s] for s in self.waiting)
@@ -166,6 +198,7 @@ class Replica:
             table.replica_of[s] = -1
         self.running.clear()
         self.heap.clear()
+        self.stale = 0
         self.waiting.clear()
         self.group_refs.clear()
         self.group_prompt.clear()
@@ -191,6 +224,8 @@ class Replica:
 
     # ------------------------------------------------------------------ process
     def _wake(self) -> None:
+        if self._landing:
+            raise SchedulerActionError(f"replica {self.id}: its listener is not watching (no actions mid-batch) but it was given one")
         if self.proc is None or not self.proc.is_alive:
             if self.waiting or self._pending:
                 self.proc = self.env.process(self._run())
@@ -202,15 +237,25 @@ class Replica:
         env = self.env
         table = self.table
         perf = self.perf
-        target = table.target_tokens
+        target, generated, finish_s = table.target_tokens, table.generated, table.finish_s
+        prompts, groups = table.prompt_tokens, table.group
+        refs, group_prompt, sharing = self.group_refs, self.group_prompt, self.prefix_sharing
+        running = self.running  # mutated in place, never rebound
+        n = self._key_base
+        heappop = heapq.heappop
+        # unwatched: nothing can act on or read this replica before its batch is done, so it advances through
+        # its state changes on a clock of its own (the sums SimPy's clock would make), reports every
+        # completion at the end and yields once, landing exactly on the time it would have reached
+        unwatched = not getattr(self.listener, "watching", True)
+        finished: list[int] = []
+        now = env.now
         if self.busy_since is None:
-            self.busy_since = env.now
+            self.busy_since = now
         while True:
             if self._pending:
                 self._apply_pending()
             if self.waiting:
                 self._admit()
-            running = self.running
             if not running:
                 if self.waiting:  # pragma: no cover - guarded by the feasibility check
                     raise RuntimeError(f"replica {self.id}: a waiting sequence cannot fit in an empty KV cache")
@@ -222,7 +267,9 @@ class Replica:
             if k_mem <= 0:
                 self._preempt_for_growth(b)
                 continue
-            k = self.heap[0][0] - self.steps
+            if self.stale:
+                self._drop_stale_top()
+            k = self.heap[0] // n - self.steps
             if k_mem < k:
                 k = k_mem
             if self.step_mode and k > 1:
@@ -232,50 +279,84 @@ class Replica:
             self._pending_prefill_s = 0.0
             ctx = self.ctx
             dt = prefill + steps_sum_s(co, b, ctx, k)
-            start = env.now
-            self._interruptible = True
             self.events += 1
-            try:
-                yield env.timeout(dt)
-                self._interruptible = False
-            except simpy.Interrupt:
-                self._interruptible = False
-                if self.failed:
-                    break
-                budget = env.now - start - prefill
-                kb = 0 if budget <= 0 else steps_within(co, b, ctx, k, budget)
-                boundary = start + prefill + steps_sum_s(co, b, ctx, kb)
-                while env.now < boundary:  # finish the step in flight; later wakes wait for this boundary
-                    self.events += 1
-                    try:
-                        yield env.timeout(boundary - env.now)
-                    except simpy.Interrupt:  # only a crash interrupts here
+            if unwatched:
+                now += dt  # what SimPy's clock would read after a timeout of dt
+            else:
+                start = env.now
+                self._interruptible = True
+                try:
+                    yield env.timeout(dt)
+                    self._interruptible = False
+                    now = env.now
+                except simpy.Interrupt:
+                    self._interruptible = False
+                    if self.failed:
                         break
-                if self.failed:
-                    break
-                k = kb
+                    budget = env.now - start - prefill
+                    kb = 0 if budget <= 0 else steps_within(co, b, ctx, k, budget)
+                    boundary = start + prefill + steps_sum_s(co, b, ctx, kb)
+                    while env.now < boundary:  # finish the step in flight; later wakes wait for this boundary
+                        self.events += 1
+                        try:
+                            yield env.timeout(boundary - env.now)
+                        except simpy.Interrupt:  # only a crash interrupts here
+                            break
+                    if self.failed:
+                        break
+                    k = kb
+                    now = env.now
             # advance k steps
-            self.steps += k
+            steps = self.steps = self.steps + k
             self.batch_steps[b] = self.batch_steps.get(b, 0) + k
             grow = b * k
-            self.ctx += grow
+            ctx += grow
             if not self.reserve:
                 self.mem += grow
             heap = self.heap
-            if heap and heap[0][0] == self.steps:
-                done = []
-                now = env.now
-                while heap and heap[0][0] == self.steps:
-                    _, s = heapq.heappop(heap)
+            limit = (steps + 1) * n  # every entry finishes at `steps` or later: key < limit <=> it finishes now
+            if heap and heap[0] < limit:
+                done = finished if unwatched else []
+                freed = 0
+                reserve = self.reserve
+                while heap and heap[0] < limit:
+                    key = heappop(heap)
+                    s = key % n
+                    if self.stale and running.get(s) != key // n:  # left behind by a preemption or migration
+                        self.stale -= 1
+                        continue
                     del running[s]
                     done.append(s)
                     tgt = target[s]
-                    table.generated[s] = tgt
-                    table.finish_s[s] = now
-                    p = table.prompt_tokens[s]
-                    self.ctx -= p + tgt
-                    self.mem -= (self.reserve or tgt) + self._drop_group_ref(table.group[s], p)
-                self.listener.on_completed(self, done)
+                    generated[s] = tgt
+                    finish_s[s] = now
+                    p = prompts[s]
+                    ctx -= p + tgt
+                    freed += reserve or tgt
+                    if not sharing:
+                        freed += p
+                    else:  # the group's prompt is freed with its last sequence
+                        grp = groups[s]
+                        left = refs[grp] - 1
+                        if left:
+                            refs[grp] = left
+                        else:
+                            del refs[grp]
+                            freed += group_prompt.pop(grp)
+                self.mem -= freed
+                self.ctx = ctx
+                if not unwatched:
+                    self.listener.on_completed(self, done)
+            else:
+                self.ctx = ctx
+        if unwatched:
+            if now > env.now:
+                self._landing = True
+                for delay in landing_delays(env.now, now):
+                    yield env.timeout(delay)
+                self._landing = False
+            if finished:
+                self.listener.on_completed(self, finished)
         self.busy_intervals.append((self.busy_since, env.now))
         self.busy_since = None
         if not self.failed:
@@ -295,21 +376,24 @@ class Replica:
         return self.group_prompt.pop(group)
 
     def _admit(self) -> None:
+        """Admit waiting sequences, oldest first, while the batch has a slot and the KV cache room."""
         table = self.table
         prompts, gen, groups = table.prompt_tokens, table.generated, table.group
         cached, kv_ready, target = table.cached_prefix, table.kv_ready, table.target_tokens
-        refs = self.group_refs
+        refs, group_prompt = self.group_refs, self.group_prompt
         running, heap, waiting = self.running, self.heap, self.waiting
-        new_tokens = 0
+        n, sharing, reserve, cap, steps, max_seqs = self._key_base, self.prefix_sharing, self.reserve, self.cap, self.steps, self.max_num_seqs
+        mem, ctx, b = self.mem, self.ctx, len(running)
+        new_tokens = recomputed = 0
         pairs = 0.0
-        while waiting and len(running) < self.max_num_seqs:
+        while waiting and b < max_seqs:
             s = waiting[0]
             p, g, grp = prompts[s], gen[s], groups[s]
-            shared = self.prefix_sharing and grp in refs
-            need = (self.reserve or g) + (0 if shared else p)
+            shared = sharing and grp in refs
+            need = (reserve or g) + (0 if shared else p)
             # room for the sequence and for one more decode step of the whole batch, so that an
             # admission is never undone by an immediate preemption (reserved room does not grow)
-            if self.mem + need + (0 if self.reserve else len(running) + 1) > self.cap:
+            if mem + need + (0 if reserve else b + 1) > cap:
                 break
             waiting.popleft()
             if kv_ready[s]:
@@ -321,48 +405,77 @@ class Replica:
                     pairs += fresh_prompt * (prior + fresh_prompt / 2.0)
                 if g > 0:
                     pairs += g * (p + g / 2.0)
-                    table.recomputed_tokens += g
+                    recomputed += g
                 new_tokens += fresh_prompt + g
-            if self.prefix_sharing:
+            if sharing:
                 if shared:
                     refs[grp] += 1
                 else:
                     refs[grp] = 1
-                    self.group_prompt[grp] = p
-            self.mem += need
-            self.ctx += p + g
-            fin = self.steps + target[s] - g
+                    group_prompt[grp] = p
+            mem += need
+            ctx += p + g
+            b += 1
+            fin = steps + target[s] - g
             running[s] = fin
-            heapq.heappush(heap, (fin, s))
+            heapq.heappush(heap, fin * n + s)
+        self.mem, self.ctx = mem, ctx
+        table.recomputed_tokens += recomputed
         if new_tokens:
             self.prefill_tokens += new_tokens
             self._pending_prefill_s += self.perf.prefill_s(new_tokens, pairs)
 
     def _remove_running(self, seqs: list[int]) -> list[int]:
         """Take running sequences out (their KV leaves with them); return tokens generated by each."""
-        table = self.table
-        out = []
-        drop = set(seqs)
-        for s in seqs:
-            fin = self.running.pop(s)
-            g = table.target_tokens[s] - (fin - self.steps)
-            table.generated[s] = g
-            p = table.prompt_tokens[s]
-            self.ctx -= p + g
-            self.mem -= (self.reserve or g) + self._drop_group_ref(table.group[s], p)
-            out.append(g)
-        self.heap = [e for e in self.heap if e[1] not in drop]
-        heapq.heapify(self.heap)
+        out = [self._take_out(s) for s in seqs]
+        self._compact()
         return out
+
+    def _take_out(self, s: int) -> int:
+        """Remove one running sequence, leaving its heap entry stale; return the tokens it generated."""
+        table = self.table
+        fin = self.running.pop(s)
+        g = table.target_tokens[s] - (fin - self.steps)
+        table.generated[s] = g
+        p = table.prompt_tokens[s]
+        self.ctx -= p + g
+        self.mem -= (self.reserve or g) + self._drop_group_ref(table.group[s], p)
+        self.stale += 1
+        return g
+
+    def _compact(self) -> None:
+        """Rebuild the heap from the live entries once stale ones outnumber them (amortised O(1) per removal)."""
+        if self.stale > len(self.running):
+            n = self._key_base
+            self.heap = [fin * n + s for s, fin in self.running.items()]
+            heapq.heapify(self.heap)
+            self.stale = 0
+
+    def _drop_stale_top(self) -> None:
+        """Pop stale entries off the top, so heap[0] is the next live completion."""
+        heap, running, n = self.heap, self.running, self._key_base
+        while heap and running.get(heap[0] % n) != heap[0] // n:
+            heapq.heappop(heap)
+            self.stale -= 1
 
     def _preempt_for_growth(self, b: int) -> None:
         """Free KV for the next step by preempting the newest sequences (vLLM recompute preemption)."""
+        table = self.table
+        target, generated, prompts, groups = table.target_tokens, table.generated, table.prompt_tokens, table.group
+        running, steps, reserve, cap = self.running, self.steps, self.reserve, self.cap
+        mem, ctx = self.mem, self.ctx
         victims = []
-        while self.running and self.cap - self.mem < len(self.running):
-            s = next(reversed(self.running))
+        while running and cap - mem < len(running):
+            s, fin = running.popitem()  # the most recently admitted (a dict pops in LIFO order)
+            g = generated[s] = target[s] - (fin - steps)
+            p = prompts[s]
+            ctx -= p + g
+            mem -= (reserve or g) + self._drop_group_ref(groups[s], p)
             victims.append(s)
-            self._remove_running([s])
-        self.table.preemptions += len(victims)
+        self.mem, self.ctx = mem, ctx
+        self.stale += len(victims)  # their heap keys stay behind
+        self._compact()
+        table.preemptions += len(victims)
         self.waiting.extendleft(victims)  # oldest victim ends up first
 
     def _apply_pending(self) -> None:
@@ -384,7 +497,8 @@ class Replica:
                         raise SchedulerActionError(f"replica {self.id}: cannot migrate sequences it does not hold: {missing[:5]}")
                 gens = self._remove_running(here_running)
                 if here_waiting:
-                    self.waiting = deque(s for s in self.waiting if s not in set(here_waiting))
+                    leaving = set(here_waiting)
+                    self.waiting = deque(s for s in self.waiting if s not in leaving)
                 kv = [self.table.prompt_tokens[s] + g for s, g in zip(here_running, gens)] + [0] * len(here_waiting)
                 moved = here_running + here_waiting
                 for s in here_running:  # their KV travels with them: no prefill at the destination

@@ -253,6 +253,12 @@ class GenerationPhase:
             self.leases[rid] = None
 
     # ------------------------------------------------------------------ listener callbacks (from replicas)
+    @property
+    def watching(self) -> bool:
+        """Whether anything may act on or read a replica mid-batch (sim.engine.ReplicaListener): a scheduler
+        that observes generation, streaming inference fed each finished sample, or instances that can crash."""
+        return self.observe or self.stream is not None or (self.alloc.serverless and bool(self.ctx.cfg.platform.failures.mtbf_s))
+
     def on_completed(self, replica: Replica, seqs: list[int]) -> None:
         if self.stream is not None:
             self.stream.finished(seqs)

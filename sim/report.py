@@ -8,7 +8,11 @@ plotly.js and opens offline on its own: cost against time per scheduler, speedup
 against each baseline, and one line chart along each swept parameter.
 
 Figures are built from plain rows (the same dicts the CSV files hold), so a report can be rebuilt from
-a run folder (`load_run`). HTML output is deterministic: fixed div ids, no timestamps.
+a run folder (`load_run`). HTML output is deterministic: fixed div ids, no timestamps. A run's figures
+are plotly figure dicts written without importing plotly (sim/plotly_json.py: every run writes a report,
+and plotly's import and figure objects cost more than a small simulation), the same bytes plotly would
+write; `run_figures` turns them into plotly figures for users and PNG export. The experiment's figures
+are plotly figures (only sweeps and comparisons have them).
 """
 
 from __future__ import annotations
@@ -17,14 +21,16 @@ import csv
 import html
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import plotly.graph_objects as go
-from plotly.subplots import make_subplots
+from sim import plotly_json
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
 
 PHASE_COLORS = {"generation": "#4C78A8", "inference": "#F58518", "training": "#54A24B", "weight_sync": "#B279A2"}
 MAX_GANTT_BARS = 20_000  # GPU busy bars drawn at most (later iterations are left out beyond that)
-TEMPLATE = "plotly_white"
+TEMPLATE = plotly_json.TEMPLATE_NAME
 LEGEND = {"orientation": "h", "yanchor": "bottom", "y": 1.02, "xanchor": "right", "x": 1}  # above the plot, clear of axis titles
 STYLE = (
     "body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}"
@@ -47,7 +53,22 @@ RUN_METRICS = [
 def run_figures(
     summary: dict[str, Any], iterations: list[dict[str, Any]], instances: list[dict[str, Any]], activities: list[dict[str, Any]]
 ) -> dict[str, go.Figure]:
-    """The run report's figures, by name: timeline, instances, gpus (when activities exist), cost."""
+    """The run report's figures as plotly figures (styled with TEMPLATE), by name: timeline, instances, gpus
+    (when activities exist), cost."""
+    import plotly.graph_objects as go
+
+    figs = {name: go.Figure(spec) for name, spec in run_figure_specs(iterations, instances, activities).items()}
+    return _styled(figs)
+
+
+def run_figure_specs(
+    iterations: list[dict[str, Any]], instances: list[dict[str, Any]], activities: list[dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """The run report's figures as plotly figure dicts (data and layout, no template), by name.
+
+    Each dict holds what plotly's validated figure holds, in the order plotly writes it, so the report
+    (written without importing plotly: sim/plotly_json.py) has the bytes plotly would write.
+    """
     figs = {"timeline": phase_timeline(iterations), "instances": instance_gantt(instances)}
     if activities:
         figs["gpus"] = gpu_gantt(activities)
@@ -55,50 +76,51 @@ def run_figures(
     return figs
 
 
-def phase_timeline(iterations: list[dict[str, Any]]) -> go.Figure:
+def _bars(name: str, color: str | None, y: list[Any], base: list[float], x: list[float], customdata: list[list[Any]], hover: str) -> dict[str, Any]:
+    """A horizontal bar trace as plotly writes it (properties in plotly's order; no marker without a colour)."""
+    trace: dict[str, Any] = {"base": base, "customdata": customdata, "hovertemplate": hover}
+    if color is not None:
+        trace["marker"] = {"color": color}
+    trace.update(name=name, orientation="h", x=x, y=y, type="bar")
+    return trace
+
+
+def _gantt_layout(title: str, height: int, yaxis: dict[str, Any]) -> dict[str, Any]:
+    return {"yaxis": yaxis, "legend": dict(LEGEND), "title": {"text": title}, "barmode": "overlay", "xaxis": {"title": {"text": "time (s)"}}, "height": height}
+
+
+def phase_timeline(iterations: list[dict[str, Any]]) -> dict[str, Any]:
     """A Gantt of phase windows: one row per iteration, one bar per phase from its start to its end."""
-    fig = go.Figure()
+    data = []
     for phase in _phases(iterations):
         rows = [r for r in iterations if r["phase"] == phase]
-        fig.add_trace(
-            go.Bar(
-                name=phase, orientation="h", y=[f"iteration {r['iteration']}" for r in rows],
-                base=[float(r["start_s"]) for r in rows], x=[float(r["end_s"]) - float(r["start_s"]) for r in rows],
-                marker_color=PHASE_COLORS.get(phase), customdata=[[float(r["cost_usd"]), float(r["idle_gpu_s"])] for r in rows],
-                hovertemplate=f"{phase}<br>%{{base:.1f}} s + %{{x:.2f}} s<br>cost %{{customdata[0]:.3f}} USD, idle %{{customdata[1]:.0f}} GPU-s<extra></extra>",
+        data.append(
+            _bars(
+                phase, PHASE_COLORS.get(phase), [f"iteration {r['iteration']}" for r in rows], [float(r["start_s"]) for r in rows],
+                [float(r["end_s"]) - float(r["start_s"]) for r in rows], [[float(r["cost_usd"]), float(r["idle_gpu_s"])] for r in rows],
+                f"{phase}<br>%{{base:.1f}} s + %{{x:.2f}} s<br>cost %{{customdata[0]:.3f}} USD, idle %{{customdata[1]:.0f}} GPU-s<extra></extra>",
             )
         )  # fmt: skip
     n = len({r["iteration"] for r in iterations})
-    fig.update_layout(
-        title="Phase timeline", barmode="overlay", xaxis_title="time (s)", template=TEMPLATE,
-        height=160 + 28 * n, yaxis={"autorange": "reversed"}, legend=LEGEND,
-    )  # fmt: skip
-    return fig
+    return {"data": data, "layout": _gantt_layout("Phase timeline", 160 + 28 * n, {"autorange": "reversed"})}
 
 
-def instance_gantt(instances: list[dict[str, Any]]) -> go.Figure:
+def instance_gantt(instances: list[dict[str, Any]]) -> dict[str, Any]:
     """Each instance's lifetime: cold start (requested to ready) and held (ready to released)."""
-    fig = go.Figure()
     labels = [f"{r['instance_id']} ({r['role']})" for r in instances]
     segments = [("cold start", "requested_s", "ready_s", "#BAB0AC"), ("held", "ready_s", "released_s", "#9ECAE9")]
-    for name, start, end, color in segments:
-        fig.add_trace(
-            go.Bar(
-                name=name, orientation="h", y=labels, base=[float(r[start]) for r in instances],
-                x=[float(r[end]) - float(r[start]) for r in instances], marker_color=color,
-                customdata=[[int(r["gpus"]), float(r["busy_s"]), float(r["billed_s"])] for r in instances],
-                hovertemplate="%{y}: " + name + " %{base:.1f} s + %{x:.1f} s<br>%{customdata[0]} GPU(s), "
-                "busy %{customdata[1]:.1f} s, billed %{customdata[2]:.0f} s<extra></extra>",
-            )
-        )  # fmt: skip
-    fig.update_layout(
-        title="Instances", barmode="overlay", xaxis_title="time (s)", template=TEMPLATE,
-        height=160 + 18 * len(instances), yaxis={"autorange": "reversed"}, legend=LEGEND,
-    )  # fmt: skip
-    return fig
+    data = [
+        _bars(
+            name, color, list(labels), [float(r[start]) for r in instances], [float(r[end]) - float(r[start]) for r in instances],
+            [[int(r["gpus"]), float(r["busy_s"]), float(r["billed_s"])] for r in instances],
+            "%{y}: " + name + " %{base:.1f} s + %{x:.1f} s<br>%{customdata[0]} GPU(s), busy %{customdata[1]:.1f} s, billed %{customdata[2]:.0f} s<extra></extra>",
+        )
+        for name, start, end, color in segments
+    ]  # fmt: skip
+    return {"data": data, "layout": _gantt_layout("Instances", 160 + 18 * len(instances), {"autorange": "reversed"})}
 
 
-def gpu_gantt(activities: list[dict[str, Any]]) -> go.Figure:
+def gpu_gantt(activities: list[dict[str, Any]]) -> dict[str, Any]:
     """Each GPU's busy intervals (one bar per activity and GPU), coloured by phase."""
     bars: list[tuple[str, dict[str, Any]]] = []
     iterations_shown = None
@@ -109,43 +131,45 @@ def gpu_gantt(activities: list[dict[str, Any]]) -> go.Figure:
             break
         bars.extend((slot, a) for slot in slots)
     gpus = sorted({slot for slot, _ in bars}, key=_slot_key)
-    fig = go.Figure()
+    data = []
     for phase in _phases(activities):
         mine = [(slot, a) for slot, a in bars if a["phase"] == phase]
-        fig.add_trace(
-            go.Bar(
-                name=phase, orientation="h", y=[slot for slot, _ in mine], base=[float(a["start_s"]) for _, a in mine],
-                x=[float(a["end_s"]) - float(a["start_s"]) for _, a in mine], marker_color=PHASE_COLORS.get(phase),
-                customdata=[[a["role"], int(a["iteration"])] for _, a in mine],
-                hovertemplate="%{y}: %{customdata[0]} (iteration %{customdata[1]})<br>%{base:.2f} s + %{x:.2f} s<extra></extra>",
+        data.append(
+            _bars(
+                phase, PHASE_COLORS.get(phase), [slot for slot, _ in mine], [float(a["start_s"]) for _, a in mine],
+                [float(a["end_s"]) - float(a["start_s"]) for _, a in mine], [[a["role"], int(a["iteration"])] for _, a in mine],
+                "%{y}: %{customdata[0]} (iteration %{customdata[1]})<br>%{base:.2f} s + %{x:.2f} s<extra></extra>",
             )
         )  # fmt: skip
     title = "GPU busy intervals" + (f" (iterations before {iterations_shown} only)" if iterations_shown is not None else "")
-    fig.update_layout(
-        title=title, barmode="overlay", xaxis_title="time (s)", template=TEMPLATE, height=160 + 18 * len(gpus),
-        yaxis={"autorange": "reversed", "categoryorder": "array", "categoryarray": gpus}, legend=LEGEND,
-    )  # fmt: skip
-    return fig
+    yaxis = {"autorange": "reversed", "categoryorder": "array", "categoryarray": gpus}
+    return {"data": data, "layout": _gantt_layout(title, 160 + 18 * len(gpus), yaxis)}
 
 
-def cost_and_utilization(iterations: list[dict[str, Any]]) -> go.Figure:
-    """Cost per iteration (bars, stacked by phase) and utilisation = busy / billed GPU-s (line)."""
+def cost_and_utilization(iterations: list[dict[str, Any]]) -> dict[str, Any]:
+    """Cost per iteration (bars, stacked by phase) and utilisation = busy / billed GPU-s (line, right axis)."""
     its = sorted({int(r["iteration"]) for r in iterations})
-    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    data: list[dict[str, Any]] = []
     for phase in _phases(iterations):
         cost = {int(r["iteration"]): float(r["cost_usd"]) for r in iterations if r["phase"] == phase}
-        fig.add_trace(go.Bar(name=f"cost: {phase}", x=its, y=[cost.get(i, 0.0) for i in its], marker_color=PHASE_COLORS.get(phase)))
+        bar: dict[str, Any] = {"marker": {"color": PHASE_COLORS[phase]}} if phase in PHASE_COLORS else {}
+        data.append({**bar, "name": f"cost: {phase}", "x": list(its), "y": [cost.get(i, 0.0) for i in its], "type": "bar"})
     util = []
     for i in its:
         busy = sum(float(r["busy_gpu_s"]) for r in iterations if int(r["iteration"]) == i)
         billed = sum(float(r["billed_gpu_s"]) for r in iterations if int(r["iteration"]) == i)
         util.append(busy / billed if billed > 0 else 0.0)
-    fig.add_trace(go.Scatter(name="utilization", x=its, y=util, mode="lines+markers", line_color="#222"), secondary_y=True)
-    fig.update_layout(title="Cost and utilization per iteration", barmode="stack", template=TEMPLATE, height=380, legend=LEGEND)
-    fig.update_xaxes(title_text="iteration", dtick=1)
-    fig.update_yaxes(title_text="cost (USD)", secondary_y=False)
-    fig.update_yaxes(title_text="utilization", tickformat=".0%", range=[0, 1.05], secondary_y=True)
-    return fig
+    data.append(
+        {"line": {"color": "#222"}, "mode": "lines+markers", "name": "utilization", "x": list(its), "y": util, "type": "scatter", "xaxis": "x", "yaxis": "y2"}
+    )
+    layout = {
+        # plotly.subplots.make_subplots(specs=[[{"secondary_y": True}]]) lays out these axes
+        "xaxis": {"anchor": "y", "domain": [0.0, 0.94], "title": {"text": "iteration"}, "dtick": 1},
+        "yaxis": {"anchor": "x", "domain": [0.0, 1.0], "title": {"text": "cost (USD)"}},
+        "yaxis2": {"anchor": "x", "overlaying": "y", "side": "right", "title": {"text": "utilization"}, "tickformat": ".0%", "range": [0, 1.05]},
+        "legend": dict(LEGEND), "title": {"text": "Cost and utilization per iteration"}, "barmode": "stack", "height": 380,
+    }  # fmt: skip
+    return {"data": data, "layout": layout}
 
 
 def run_report_html(
@@ -163,7 +187,7 @@ def run_report_html(
         if key in summary
     )
     phases = "".join(f"<tr><th>{html.escape(p)} (s/iteration)</th><td class='n'>{v:.2f}</td></tr>" for p, v in summary.get("phases", {}).items())
-    body = f"<table>{table}{phases}{_early_exit_rows(summary)}</table>" + _early_exit_warnings(summary) + _figures_html(run_figures(summary, iterations, instances, activities))
+    body = f"<table>{table}{phases}{_early_exit_rows(summary)}</table>" + _early_exit_warnings(summary) + _specs_html(run_figure_specs(iterations, instances, activities))
     if not activities:
         body += "<p class='note'>No activities.csv rows: the GPU busy-interval chart is left out.</p>"
     head = f'<script src="{html.escape(plotly_js)}"></script>'
@@ -219,6 +243,10 @@ def load_run(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]], list[
 
 def experiment_figures(rows: list[dict[str, Any]], sweep_keys: list[str]) -> dict[str, go.Figure]:
     """cost_vs_time (every run), speedup and cost_reduction (per baseline), and sweep_<key> line charts."""
+    return _styled(_experiment_figures(rows, sweep_keys))
+
+
+def _experiment_figures(rows: list[dict[str, Any]], sweep_keys: list[str]) -> dict[str, go.Figure]:
     ok = [r for r in rows if r.get("status") == "ok"]
     figs = {"cost_vs_time": cost_vs_time(ok)}
     baselines = list(dict.fromkeys(k.split(".")[1] for r in ok for k in r if k.startswith("compare.") and k.endswith(".speedup")))
@@ -274,7 +302,9 @@ def early_exit_tradeoff(rows: list[dict[str, Any]], sweep_keys: list[str]) -> go
 
 
 def cost_vs_time(rows: list[dict[str, Any]]) -> go.Figure:
-    fig = go.Figure()
+    import plotly.graph_objects as go
+
+    fig = _figure()
     for scheduler in dict.fromkeys(r["scheduler"] for r in rows):
         mine = [r for r in rows if r["scheduler"] == scheduler]
         fig.add_trace(
@@ -286,19 +316,21 @@ def cost_vs_time(rows: list[dict[str, Any]]) -> go.Figure:
         )  # fmt: skip
     fig.update_layout(
         title="Cost against iteration time, per scheduler", xaxis_title="mean iteration time (s)",
-        yaxis_title="total cost (USD)", template=TEMPLATE, height=450, showlegend=True, legend=LEGEND,
+        yaxis_title="total cost (USD)", height=450, showlegend=True, legend=LEGEND,
     )  # fmt: skip
     return fig
 
 
 def ratio_bars(rows: list[dict[str, Any]], baselines: list[str], metric: str, title: str, axis: str) -> go.Figure:
-    fig = go.Figure()
+    import plotly.graph_objects as go
+
+    fig = _figure()
     for base in baselines:
         key = f"compare.{base}.{metric}"
         mine = [r for r in rows if _number(r.get(key)) is not None]
         fig.add_trace(go.Bar(name=f"vs {base}", x=[r["run_id"] for r in mine], y=[_number(r[key]) for r in mine]))
     fig.update_layout(
-        title=title, yaxis_title=axis, template=TEMPLATE, height=450, barmode="group", showlegend=True, legend=LEGEND,
+        title=title, yaxis_title=axis, height=450, barmode="group", showlegend=True, legend=LEGEND,
         yaxis_tickformat=".0%" if metric == "cost_reduction" else None,
     )  # fmt: skip
     return fig
@@ -309,7 +341,10 @@ def along_parameter(rows: list[dict[str, Any]], key: str, others: list[str]) -> 
 
     A comparison run that does not depend on the key (a `scheduler.*` key) is a dashed horizontal line.
     """
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("mean iteration time (s)", "total cost (USD)"))
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("mean iteration time (s)", "total cost (USD)"), figure=_figure())
     swept = [r for r in rows if _present(r.get(key))]
     xs = _ordered(r[key] for r in swept)
     groups: dict[str, list[dict[str, Any]]] = {}
@@ -335,21 +370,19 @@ def along_parameter(rows: list[dict[str, Any]], key: str, others: list[str]) -> 
                 row=1, col=col,
             )  # fmt: skip
     fig.update_xaxes(title_text=key)
-    fig.update_layout(title=f"Along {key}", template=TEMPLATE, height=450)
+    fig.update_layout(title=f"Along {key}", height=450)
     return fig
 
 
 def experiment_report_html(name: str, rows: list[dict[str, Any]], sweep_keys: list[str]) -> str:
     """The experiment's report.html: self-contained (plotly.js embedded), opens offline."""
-    from plotly.offline import get_plotlyjs
-
     ok = [r for r in rows if r.get("status") == "ok"]
     failed = [r for r in rows if r.get("status") != "ok"]
     body = f"<p>{len(rows)} runs: {len(ok)} ok, {len(failed)} failed. Every run's own report is its folder's report.html.</p>"
     body += _runs_table(rows, sweep_keys)
     if ok:
-        body += _figures_html(experiment_figures(rows, sweep_keys))
-    return _page(f"{name}: experiment report", f'<script type="text/javascript">{get_plotlyjs()}</script>', body)
+        body += _figures_html(_experiment_figures(rows, sweep_keys))
+    return _page(f"{name}: experiment report", f'<script type="text/javascript">{plotly_js()}</script>', body)
 
 
 def _runs_table(rows: list[dict[str, Any]], sweep_keys: list[str]) -> str:
@@ -408,11 +441,43 @@ def _page(title: str, head: str, body: str) -> str:
     )
 
 
-def _figures_html(figs: dict[str, go.Figure]) -> str:
+def _figure() -> go.Figure:
+    """A plotly figure with an empty template (instead of plotly's default, validated and copied into every figure):
+    `_styled` gives it TEMPLATE for users and PNG export; `_figures_html` writes TEMPLATE's JSON into each page."""
+    import plotly.graph_objects as go
+
+    return go.Figure(layout={"template": {}})
+
+
+def _styled(figs: dict[str, go.Figure]) -> dict[str, go.Figure]:
+    for fig in figs.values():
+        fig.update_layout(template=TEMPLATE)
+    return figs
+
+
+def _specs_html(specs: dict[str, dict[str, Any]]) -> str:
+    """Figure dicts (no template) as the divs plotly.io.to_html writes for them styled with TEMPLATE."""
     parts = []
-    for name, fig in figs.items():
-        parts.append(fig.to_html(full_html=False, include_plotlyjs=False, div_id=f"fig-{name}", config={"displaylogo": False}))
+    for name, spec in specs.items():
+        layout = {"template": plotly_json.template()}  # first, where a styled plotly figure has it
+        layout.update((k, v) for k, v in spec["layout"].items() if k != "template")
+        fig = {"data": spec["data"], "layout": layout}
+        parts.append(plotly_json.figure_div(fig, f"fig-{name}", {"displaylogo": False}))
     return "\n".join(parts)
+
+
+def _figures_html(figs: dict[str, go.Figure]) -> str:
+    return _specs_html({name: fig.to_dict() for name, fig in figs.items()})
+
+
+def plotly_js() -> str:
+    """plotly.js, read from the installed plotly's package data (plotly.offline.get_plotlyjs, without the import)."""
+    path = plotly_json.plotly_js_path()
+    if path is not None:
+        return path.read_text(encoding="utf-8")
+    from plotly.offline import get_plotlyjs  # pragma: no cover - a plotly without package_data/plotly.min.js
+
+    return get_plotlyjs()
 
 
 def _phases(rows: list[dict[str, Any]]) -> list[str]:

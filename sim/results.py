@@ -100,10 +100,10 @@ def remove_temp_dirs(exp_dir: Path, run_ids: list[str]) -> None:
 
 def write_plotly_js(exp_dir: Path) -> Path:
     """The plotly.js bundle shared by the experiment's run reports (written once; 4.8 MB)."""
-    from plotly.offline import get_plotlyjs
+    from sim.report import plotly_js
 
     path = exp_dir / PLOTLY_JS
-    text = get_plotlyjs()
+    text = plotly_js()
     if path.is_file() and path.stat().st_size == len(text.encode()) and path.read_text() == text:
         return path
     return write_text_atomic(path, text)

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-import traceback
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+
+TYPE_CHECKING = False  # (not typing's: this module imports little, so that `--help` does not wait for the simulator)
+if TYPE_CHECKING:
+    from typing import Any
 
 BAD_INPUT, INTERNAL = 2, 1
 
@@ -48,12 +49,11 @@ def bad_input_types() -> tuple[type[BaseException], ...]:
     return (ConfigError, CatalogError, WorkloadError, InfeasibleError, NotImplementedYet, TableError, EarlyExitError, PlanError)
 
 
-@dataclass
 class Outcome:
-    summaries: list[dict[str, Any]]  # complete runs, in plan order
-    sweep: Any  # sim.sweep.SweepOutcome
-    is_sweep: bool
-    sweep_keys: list[str]
+    """What `execute` did: the complete runs' summaries (in plan order) and the sweep's outcome."""
+
+    def __init__(self, summaries: list[dict[str, Any]], sweep: Any, is_sweep: bool, sweep_keys: list[str]):
+        self.summaries, self.sweep, self.is_sweep, self.sweep_keys = summaries, sweep, is_sweep, sweep_keys
 
 
 def execute(args: argparse.Namespace) -> Outcome:
@@ -199,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         bad = bad_input_types()
     except Exception:  # pragma: no cover - an import failure is an internal error
+        import traceback
+
         traceback.print_exc()
         return INTERNAL
     try:
@@ -212,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted: finished runs are kept; run the same command again to resume", file=sys.stderr)
         return 130
     except Exception as exc:
+        import traceback
+
         print(f"internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
         traceback.print_exc()
         return INTERNAL

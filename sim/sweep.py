@@ -24,7 +24,6 @@ import signal
 import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,6 +31,8 @@ from typing import TYPE_CHECKING, Any
 from sim.config import ConfigError, ExperimentConfig, dump_config, set_path, validate
 
 if TYPE_CHECKING:  # pragma: no cover
+    from concurrent.futures import ProcessPoolExecutor
+
     from sim.catalog import Catalog
 
 MAX_RUN_ID_CHARS = 120
@@ -248,6 +249,8 @@ class LocalPool:
         self.pool: ProcessPoolExecutor | None = None
 
     def __enter__(self) -> "LocalPool":
+        from concurrent.futures import ProcessPoolExecutor  # only sweeps need it (and its multiprocessing imports)
+
         self.pool = ProcessPoolExecutor(self.workers, initializer=_ignore_sigint)
         self.pool.submit(int).result()  # start the workers now, before the progress bar starts its thread
         return self
@@ -267,6 +270,8 @@ class LocalPool:
 
     def imap_unordered(self, fn: Callable[[Any], Any], tasks: list[Any]) -> Iterator[tuple[int, Any]]:
         """(index, result) in completion order; a task whose process died yields its exception instead."""
+        from concurrent.futures import FIRST_COMPLETED, wait
+
         assert self.pool is not None
         futures = {self.pool.submit(fn, task): i for i, task in enumerate(tasks)}
         pending = set(futures)
@@ -502,13 +507,20 @@ class Log:
     """A rich progress bar over runs when stderr is a terminal, and one line per finished run (unless quiet)."""
 
     def __init__(self, quiet: bool, total: int):
-        from rich.console import Console
-
-        self.console = Console(stderr=True)
         self.quiet = quiet
         self.total = total
         self.count = 0
         self.progress: Any = None
+        self._console: Any = None
+
+    @property
+    def console(self) -> Any:
+        """rich's console on stderr, made when first needed (a quiet run prints nothing: no rich import)."""
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(stderr=True)
+        return self._console
 
     def __enter__(self) -> "Log":
         if not self.quiet and self.console.is_terminal and self.total > 1:
@@ -572,13 +584,13 @@ def load_or_run(experiment: str | Path, results: str | Path | None = None) -> An
     For notebooks: `results` defaults to $RLHF_SIM_RESULTS, else results/ beside the package.
     """
     import pandas
-    import yaml
 
+    from sim import yaml_io
     from sim.run import main as sim_run
 
     experiment = Path(experiment)
     root = Path(results or os.environ.get("RLHF_SIM_RESULTS", Path(__file__).resolve().parent.parent / "results"))
-    name = yaml.safe_load(experiment.read_text())["name"]
+    name = yaml_io.load(experiment.read_text())["name"]
     runs_csv = root / name / "runs.csv"
     if not runs_csv.exists():
         status = sim_run([str(experiment), "--out", str(root), "--workers", "1", "--quiet"])

@@ -389,3 +389,26 @@ def test_inline_gpu_mapping():
     assert gpu_from_mapping(dict(USER_GPU), CATALOG).name == "cluster.gpu"
     with pytest.raises(CatalogError, match=r"^cluster\.gpu\.hbm_bandwidth_bytes_per_s: 1\.6 is implausibly small"):
         gpu_from_mapping({**USER_GPU, "hbm_bandwidth_bytes_per_s": 1.6}, CATALOG)
+
+
+def test_a_catalog_file_that_repeats_a_key_is_refused(tmp_path: Path) -> None:
+    for name in ("gpus.yaml", "models.yaml", "datasets.yaml", "platforms.yaml"):
+        (tmp_path / name).write_text((WORKLOADS_DIR / name).read_text())
+    lines = (tmp_path / "gpus.yaml").read_text().splitlines()
+    at = next(i for i, line in enumerate(lines) if line.strip().startswith("price_usd_per_gpu_hour:"))
+    lines.insert(at + 1, lines[at])  # the same field twice in one entry
+    (tmp_path / "gpus.yaml").write_text("\n".join(lines) + "\n")
+    with pytest.raises(CatalogError) as info:
+        load_catalog(tmp_path)
+    msg = str(info.value)
+    assert msg.startswith(f"{tmp_path / 'gpus.yaml'}: malformed YAML at line {at + 2}, column ")
+    assert f"key 'price_usd_per_gpu_hour' repeats the key at line {at + 1}," in msg
+
+
+def test_the_catalog_is_the_same_without_the_c_loader(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from sim import yaml_io
+
+    for name in ("gpus.yaml", "models.yaml", "datasets.yaml", "platforms.yaml"):
+        (tmp_path / name).write_text((WORKLOADS_DIR / name).read_text())
+    monkeypatch.setattr(yaml_io, "StrictCSafeLoader", None)
+    assert load_catalog(tmp_path) == CATALOG

@@ -10,6 +10,7 @@ import csv
 import json
 import os
 import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -151,6 +152,19 @@ def test_same_config_twice_gives_identical_bytes(quickstart_runs) -> None:
         assert a[name] == b[name], name
 
 
+def test_a_quiet_run_imports_only_what_it_needs(tmp_path: Path) -> None:
+    """Start-up: networkx (topology paths walk a tree), plotly (run reports are written from figure dicts),
+    rich (nothing printed), pandas and scipy are imported where first needed, and a quiet run needs none."""
+    code = (
+        "import json, sys; from sim.run import main; "
+        f"code = main([{QUICKSTART!r}, '--out', {str(tmp_path)!r}, '--quiet', '--workers', '1']); "
+        "print(json.dumps([code, sorted(m for m in ('networkx', 'plotly', 'rich', 'pandas', 'scipy') if m in sys.modules)]))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == [0, []]
+    assert (tmp_path / "quickstart" / "verl" / "report.html").is_file() and (tmp_path / "quickstart" / "plotly.min.js").is_file()
+
+
 def test_another_seed_gives_another_run(quickstart_runs) -> None:
     out_a, _ = quickstart_runs["a"]
     out_s, proc = quickstart_runs["seed1"]
@@ -230,6 +244,13 @@ BAD_OVERRIDES: dict[str, tuple[list[str], list[str]]] = {
     ),
     "exit-budget-out-of-range": (["early_exit.profile=x.json", "early_exit.max_mismatch=1.5"], ["early_exit.max_mismatch", "1"]),
     "set-without-equals": (["cluster.nodes"], ["--set 'cluster.nodes'", "dotted.key=value"]),
+    "infinite-duration": (["platform.cold_start.container_s=.inf"], ["platform.cold_start.container_s:", "finite number"]),
+    "negative-seed": (["seed=-1"], ["seed:", "greater than or equal to 0", "-1"]),
+    "non-integer-seed": (["seed=0.5"], ["seed:", "valid integer", "0.5"]),
+    "repeated-key-in-set": (
+        ["cluster={nodes: 1, gpus_per_node: 8, nodes: 2}"],
+        ["--set 'cluster={nodes: 1", "key 'nodes' repeats the key at line 1, column 2", "not valid YAML at line 1, column 30"],
+    ),
 }  # fmt: skip
 # the cases run as real subprocesses (the others call sim.run.main in this process: same code, no startup cost)
 SUBPROCESS_CASES = ("unknown-key", "memory-infeasible")
@@ -341,6 +362,25 @@ def test_user_catalog_adds_a_gpu_and_a_model_that_a_run_uses(tmp_path: Path) -> 
     assert summary2["price_usd_per_gpu_hour"] == 5.0
     assert summary2["total_cost_usd"] == pytest.approx(2 * summary["total_cost_usd"])
     assert summary2["mean_iteration_s"] == summary["mean_iteration_s"]
+
+
+def test_an_experiment_file_that_repeats_a_key_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from sim.run import main
+
+    text = (ROOT / QUICKSTART).read_text()
+    path = tmp_path / "dup.yaml"
+    path.write_text(text.replace("iterations: 3\n", "iterations: 3\nworkload:\n  dataset: gsm8k\n", 1))  # a second `workload:`
+    first = text.splitlines().index("workload:") + 1
+    second = next(i for i, line in enumerate(path.read_text().splitlines(), 1) if line == "workload:")
+    assert second < first  # (the inserted one comes first in the file)
+    out = tmp_path / "out"
+    code = main([str(path), "--out", str(out), "--workers", "1"])
+    captured = capsys.readouterr()
+    assert_bad_input(
+        subprocess.CompletedProcess([], code, captured.out, captured.err),
+        str(path), "malformed YAML", f"line {first + 2}, column 1", f"key 'workload' repeats the key at line {second}, column 1",
+    )
+    assert not out.exists()
 
 
 # ------------------------------------------------------------------ exit codes without a subprocess

@@ -465,3 +465,32 @@ def test_validate_accepts_a_mapping_directly() -> None:
     assert isinstance(cfg, ExperimentConfig) and cfg.model == "qwen2.5-0.5b"
     with pytest.raises(ConfigError, match=r"^inline: iterations:"):
         validate(raw(iterations=-3), "inline")
+
+
+def test_an_experiment_file_that_repeats_a_key_is_refused(tmp_path: Path) -> None:
+    """PyYAML would keep the last value: the user's first setting would be lost without a word."""
+    path = tmp_path / "dup.yaml"
+    path.write_text(yaml.safe_dump(raw(), sort_keys=False) + "iterations: 7\n")
+    first = next(i for i, line in enumerate(path.read_text().splitlines(), 1) if line.startswith("iterations:"))
+    last = len(path.read_text().splitlines())
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    msg = str(info.value)
+    assert msg.startswith(f"{path}: malformed YAML at line {last}, column 1:")
+    assert f"key 'iterations' repeats the key at line {first}, column 1" in msg
+
+
+def test_a_set_value_that_repeats_a_key_is_refused() -> None:
+    with pytest.raises(ConfigError) as info:
+        apply_overrides(raw(), ["workload={dataset: gsm8k, prompts_per_iteration: 8, dataset: gpqa}"])
+    msg = str(info.value)
+    assert msg.startswith("--set 'workload={dataset: gsm8k")
+    assert "not valid YAML at line 1, column 44" in msg and "key 'dataset' repeats the key at line 1, column 2" in msg
+
+
+@pytest.mark.parametrize("seed, expected", [(-1, "greater than or equal to 0"), (1.5, "valid integer"), ("3", "valid integer"), (True, "valid integer")])
+def test_seed_must_be_a_non_negative_integer(seed: Any, expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        validate(raw(seed=seed), "x.yaml")
+    assert str(info.value).startswith("x.yaml: seed: ") and expected in str(info.value)
+    assert validate(raw(seed=2**70), "x.yaml").seed == 2**70  # numpy seeds from any non-negative integer

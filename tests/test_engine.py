@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sim.catalog import load_catalog
-from sim.engine import Replica, SchedulerActionError, SeqTable
+from sim.engine import Replica, SchedulerActionError, SeqTable, landing_delays
 from sim.perf.base import StepCoeffs, steps_sum_s
 from sim.perf.roofline import RooflineModel
 
@@ -34,9 +34,10 @@ class LinearPerf:
 
 
 class Listener:
-    def __init__(self):
+    def __init__(self, watching=True):
         self.completed = []
         self.moved = []
+        self.watching = watching
 
     def on_completed(self, replica, seqs):
         self.completed.extend(seqs)
@@ -49,10 +50,10 @@ class Listener:
         pass
 
 
-def run_scenario(prompts, targets, groups, cap, max_seqs, sharing, mode, n_replicas=1, migrate_at=None, perf=None):
+def run_scenario(prompts, targets, groups, cap, max_seqs, sharing, mode, n_replicas=1, migrate_at=None, perf=None, watching=True):
     env = simpy.Environment()
     table = SeqTable(list(prompts), list(targets), list(groups))
-    lis = Listener()
+    lis = Listener(watching)
     perf = perf or LinearPerf()
     reps = [
         Replica(env, r, perf, table, cap, lis, max_num_seqs=max_seqs, prefix_sharing=sharing, step_mode=(mode == "step"))
@@ -196,3 +197,90 @@ def test_event_count_is_at_most_three_per_sequence_on_a_realistic_batch():
     assert reps[0].events <= 3 * n
     _, _, reps_step = run_scenario([100] * n, targets, [i // 8 for i in range(n)], kv_tokens, 256, True, "step", perf=perf)
     assert reps_step[0].events > 2 * reps[0].events
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenario)
+def test_an_unwatched_replica_gives_the_same_bits_as_a_watched_one(case):
+    """Unwatched, a replica runs its batch on its own clock and yields once; every time must be the same float."""
+    prompts, targets, groups, extra, max_seqs, sharing, n_rep, _ = case
+    cap = max(p + t for p, t in zip(prompts, targets)) + 2 + extra
+    for mode in ("analytic", "step"):
+        w, lis_w, reps_w = run_scenario(prompts, targets, groups, cap, max_seqs, sharing, mode, n_rep)
+        u, lis_u, reps_u = run_scenario(prompts, targets, groups, cap, max_seqs, sharing, mode, n_rep, watching=False)
+        assert u.finish_s == w.finish_s  # exact: the same sums in the same order
+        assert (u.preemptions, u.recomputed_tokens) == (w.preemptions, w.recomputed_tokens)
+        assert sorted(lis_u.completed) == sorted(lis_w.completed) == list(range(len(targets)))
+        assert [r.events for r in reps_u] == [r.events for r in reps_w]
+        assert [r.busy_intervals for r in reps_u] == [r.busy_intervals for r in reps_w]
+
+
+def test_an_unwatched_replica_refuses_work_mid_batch():
+    env = simpy.Environment()
+    table = SeqTable([10, 10], [100, 100], [0, 1])
+    rep = Replica(env, 0, LinearPerf(), table, 1000, Listener(watching=False))
+    rep.enqueue([0])
+    env.run(until=1e-6)
+    with pytest.raises(SchedulerActionError, match="not watching"):
+        rep.enqueue([1])
+
+
+def clock_after(now: float, delays: list[float]) -> float:
+    for d in delays:
+        now = now + d  # what SimPy's clock computes for a timeout
+    return now
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.floats(0, 1e12), st.floats(0, 1e12))
+def test_landing_delays_take_the_clock_exactly_there(now, span):
+    when = now + span
+    delays = landing_delays(now, when)
+    assert len(delays) <= 2 and all(d >= 0 for d in delays)
+    assert clock_after(now, delays) == when
+
+
+def test_landing_from_far_below_needs_a_stop():
+    """No single delay takes 26.769436899555554 to 58.806177821802585: every sum rounds to an even neighbour."""
+    now, when = 26.769436899555554, 58.806177821802585
+    d = when - now
+    assert now + d != when and now + math.nextafter(d, 0) != when and now + math.nextafter(d, 99) != when
+    assert clock_after(now, landing_delays(now, when)) == when
+
+
+def test_growth_preempts_the_newest_sequence_and_requeues_it_first():
+    """vLLM recompute preemption: when a step would overflow the cache, the most recently admitted goes back
+    to the front of the queue, its KV dropped; the others keep running."""
+    env = simpy.Environment()
+    table = SeqTable([10, 10, 10], [100, 100, 100], [0, 1, 2])
+    # all three fit at admission (30 tokens + one step); after 56 steps (198 tokens) the next step overflows
+    rep = Replica(env, 0, LinearPerf(), table, 200, Listener(), max_num_seqs=8, prefix_sharing=False)
+    rep.enqueue([0, 1, 2])
+    while table.preemptions == 0:
+        env.step()
+    assert list(rep.running) == [0, 1] and list(rep.waiting) == [2]
+    assert table.generated[2] == 56 and rep.mem == 2 * (10 + 56)
+    env.run()
+    assert table.generated == [100, 100, 100] and table.recomputed_tokens >= 56
+
+
+def test_a_preemption_storm_keeps_the_heap_bounded_and_matches_the_step_reference():
+    """Preempted sequences leave stale heap entries; they are compacted, and no completion is lost or doubled."""
+    rng = np.random.default_rng(3)
+    n = 300
+    prompts, targets = rng.integers(5, 30, n).tolist(), rng.integers(20, 400, n).tolist()
+    groups = [i // 4 for i in range(n)]
+    cap = max(p + t for p, t in zip(prompts, targets)) + 40  # a few sequences at a time: constant preemption
+    env = simpy.Environment()
+    table = SeqTable(prompts, targets, groups)
+    lis = Listener()
+    rep = Replica(env, 0, LinearPerf(), table, cap, lis, max_num_seqs=64)
+    rep.enqueue(list(range(n)))
+    while env.peek() != float("inf"):
+        env.step()
+        assert len(rep.heap) <= 2 * len(rep.running) + 1
+    assert table.preemptions > n
+    assert sorted(lis.completed) == list(range(n)) and table.generated == targets
+    step, _, _ = run_scenario(prompts, targets, groups, cap, 64, True, "step")
+    np.testing.assert_allclose(table.finish_s, step.finish_s, rtol=1e-9, atol=0)
+    assert step.preemptions == table.preemptions

@@ -155,3 +155,48 @@ def test_reserve_admission_agrees_between_analytic_and_step_modes():
     s = simulate(config(engine__mode="step", **small))
     for fa, fs in zip(a.completion_s, s.completion_s):
         np.testing.assert_allclose(fa, fs, rtol=1e-9)
+
+
+@pytest.mark.parametrize(
+    "over",
+    [
+        {},  # verl: nothing watches the replicas, they run unwatched
+        {"platform": {"kind": "serverless"}, "scheduler": {"name": "serverless"}},
+        {"workload__prompts_per_iteration": 64, "cluster__gpus_per_node": 1, "engine__gpu_memory_utilization": 0.06},  # preempts
+    ],
+)
+def test_unwatched_replicas_change_no_result(monkeypatch, over):
+    """A phase nobody watches lets its replicas run their batches without yielding; every number stays the same."""
+    from sim.generation import GenerationPhase
+
+    fast = simulate(config(**over))
+    if "engine__gpu_memory_utilization" in over:
+        assert fast.summary["preemptions"] > 0
+    monkeypatch.setattr(GenerationPhase, "watching", property(lambda self: True))
+    slow = simulate(config(**over))
+    assert fast.summary == slow.summary
+    assert fast.iterations == slow.iterations and fast.instances == slow.instances and fast.activities == slow.activities
+    for a, b in zip(fast.completion_s, slow.completion_s):
+        assert np.array_equal(a, b)
+
+
+def test_replicas_are_watched_when_a_scheduler_observes_or_instances_can_crash():
+    from sim.generation import GenerationPhase
+
+    seen = []
+    original = GenerationPhase.on_idle
+
+    def spy(self, replica):
+        seen.append(self.watching)
+        original(self, replica)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(GenerationPhase, "on_idle", spy)
+        simulate(config(iterations=1))
+        assert set(seen) == {False}  # verl
+        seen.clear()
+        simulate(config(iterations=1, platform={"kind": "serverless"}, scheduler={"name": "rlhfless"}))
+        assert set(seen) == {True}  # observes generation (cut and migrate)
+        seen.clear()
+        simulate(config(iterations=1, platform={"kind": "serverless", "failures": {"mtbf_s": 1e6}}, scheduler={"name": "serverless"}))
+        assert set(seen) == {True}

@@ -233,7 +233,7 @@ def test_an_internal_error_in_one_run_is_recorded_with_exit_1(tmp_path: Path, mo
 
 def test_an_interrupted_sweep_resumes_to_the_same_files(tmp_path: Path) -> None:
     """SIGINT after the first run is written, then the same command: identical to one uninterrupted sweep."""
-    path = write_experiment(tmp_path, "resume", iterations=25, sweep={"seed": [0, 1, 2, 3, 4, 5]})
+    path = write_experiment(tmp_path, "resume", iterations=60, sweep={"seed": [0, 1, 2, 3, 4, 5]})  # ~1 s per run
     whole, resumed = tmp_path / "whole", tmp_path / "resumed"
     reference = subprocess.Popen(
         [sys.executable, "-m", "sim.run", str(path), "--out", str(whole), "--quiet", "--workers", "1"], cwd=ROOT,

@@ -37,35 +37,31 @@ def steps_sum_s(co: StepCoeffs, batch: int, context_tokens: float, k: int) -> fl
     if k <= 0:
         return 0.0
     b = batch
+    c1, m1 = co.c1, co.m1
     # line_x(j) = a_x + s_x * j
-    ac = co.c0 + co.c1 * context_tokens
-    sc = co.c1 * b
-    am = co.m0 + co.m1 * context_tokens
-    sm = co.m1 * b
+    ac = co.c0 + c1 * context_tokens
+    sc = c1 * b
+    am = co.m0 + m1 * context_tokens
+    sm = m1 * b
     da, ds = ac - am, sc - sm  # compute minus memory: da + ds*j
     if ds == 0.0:  # parallel lines: one of them wins at every step
         split = k
         first_is_memory = da < 0
     else:
-        root = -da / ds  # where the lines cross
-        if ds > 0:  # compute grows faster: memory first, then compute
-            split = min(k, max(0, math.ceil(root)))
-            first_is_memory = True
-        else:  # memory grows faster: compute first, then memory
-            split = min(k, max(0, math.ceil(root)))
-            first_is_memory = False
+        split = math.ceil(-da / ds)  # where the lines cross
+        if split < 0:
+            split = 0
+        elif split > k:
+            split = k
+        first_is_memory = ds > 0  # compute grows faster: memory first, then compute (else the reverse)
     a1, s1, a2, s2 = (am, sm, ac, sc) if first_is_memory else (ac, sc, am, sm)
-    # first `split` steps on line 1, remaining on line 2
-    total = _line_sum(a1, s1, 0, split) + _line_sum(a2, s2, split, k)
+    # first `split` steps on line 1, remaining on line 2: sum_{j=j0}^{j1-1} (a + s*j) = n*a + s*(j0+j1-1)*n/2
+    # with n = j1 - j0 (inline: this runs once per engine event)
+    n2 = k - split
+    total = (split * a1 + s1 * (split - 1) * split / 2.0 if split > 0 else 0.0) + (
+        n2 * a2 + s2 * (split + k - 1) * n2 / 2.0 if n2 > 0 else 0.0
+    )
     return total + k * co.overhead_s
-
-
-def _line_sum(a: float, s: float, j0: int, j1: int) -> float:
-    """sum_{j=j0}^{j1-1} (a + s*j)."""
-    n = j1 - j0
-    if n <= 0:
-        return 0.0
-    return n * a + s * (j0 + j1 - 1) * n / 2.0
 
 
 def steps_within(co: StepCoeffs, batch: int, context_tokens: float, k_max: int, budget_s: float) -> int:

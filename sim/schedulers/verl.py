@@ -32,7 +32,7 @@ from sim.schedulers.base import (
 class RolloutParams(BaseModel):
     """Rollout-engine parameters shared by the built-in schedulers (each sets its own memory default)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False)  # no .inf/.nan
 
     tp: int | None = Field(None, ge=1, description="rollout tensor-parallel degree; default: smallest that fits")
     # a dedicated rollout engine uses vLLM's default memory fraction (vLLM EngineArgs: 0.9)

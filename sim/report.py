@@ -28,7 +28,7 @@ from sim import plotly_json
 if TYPE_CHECKING:
     import plotly.graph_objects as go
 
-PHASE_COLORS = {"generation": "#4C78A8", "inference": "#F58518", "training": "#54A24B", "weight_sync": "#B279A2"}
+PHASE_COLORS = {"startup": "#BAB0AC", "generation": "#4C78A8", "inference": "#F58518", "training": "#54A24B", "weight_sync": "#B279A2"}
 MAX_GANTT_BARS = 20_000  # GPU busy bars drawn at most (later iterations are left out beyond that)
 TEMPLATE = plotly_json.TEMPLATE_NAME
 LEGEND = {"orientation": "h", "yanchor": "bottom", "y": 1.02, "xanchor": "right", "x": 1}  # above the plot, clear of axis titles
@@ -267,6 +267,8 @@ def early_exit_tradeoff(rows: list[dict[str, Any]], sweep_keys: list[str]) -> go
     (e.g. one per batch cap) through the confidence-threshold operating points the sweep chose, and a star
     for the oracle stable exit (docs/early_exit.md).
     """
+    import plotly.graph_objects as go
+
     others = [k for k in sweep_keys if not k.startswith("early_exit.")]
     groups: dict[str, list[dict[str, Any]]] = {}
     for r in rows:

@@ -58,6 +58,10 @@ SECTION_NOTES: dict[str, list[str]] = {
         "Exactly one of `dataset` and `trace` is required.",
         "A `dataset` name must be a key of `workloads/datasets.yaml` or of a user catalog.",
         "`max_prompt_tokens + max_response_tokens` may not exceed 1,000,000.",
+        "Keys whose default is `null: the recipe's` take the `algorithm`'s value from the table below; the resolved "
+        "value is written to the run's `config.yaml`, and `summary.json`'s `recipe` says what ran (`old_logprob` after `auto`).",
+        "`dynamic_sampling.enabled` needs a `dataset` (a trace cannot draw more prompts) and `samples_per_prompt >= 2`; "
+        "`dynamic_sampling.oversample x prompts_per_iteration` may not exceed the dataset's prompt pool.",
     ],
     "cluster": [
         "`gpu` is a GPU name of `workloads/gpus.yaml` or of a user catalog, or an inline mapping with the same fields "
@@ -310,6 +314,8 @@ def markdown_text() -> str:
         notes = SECTION_NOTES.get(path, [])
         if notes:
             out += ["", *[f"- {n}" for n in notes]]
+        if path == "workload":
+            out += ["", *recipe_table()]
     out += [
         "",
         "## `scheduler.params` per scheduler",
@@ -339,6 +345,34 @@ def markdown_text() -> str:
             continue
         out += field_rows(params, "scheduler.params.", PARAM_FALLBACK.get(params.__name__))
     return "\n".join(out) + "\n"
+
+
+def recipe_table() -> list[str]:
+    """`workload.algorithm`'s recipes: roles and defaults (sim/recipes.py), each default with its source."""
+    from sim.recipes import RECIPES
+
+    out = [
+        "### Recipes",
+        "",
+        "Each `algorithm` is a recipe: which roles exist and the defaults of the keys marked `null: the recipe's`. "
+        "Roles of the inference phase, in order: `actor_logprob` (unless `old_logprob` skips it), `reference` (when `kl` "
+        "is not `none`), `critic` (ppo), `reward` (a learned `reward_model`; with dynamic sampling it scores every "
+        "generation round instead). docs/model.md section 1 describes the phases.",
+        "",
+        "| algorithm | what it is | critic | samples_per_prompt | mini_batches | kl | dynamic_sampling.enabled | old_logprob (auto) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in RECIPES.items():
+        auto = "runs" if (r.mini_batches > 1 or r.kl == "reward") else "skipped (on-policy)"
+        out.append(
+            f"| `{name}` | {r.summary} | {'yes' if r.critic else 'no'} | {r.samples_per_prompt} | {r.mini_batches} | `{r.kl}` "
+            f"| {'on' if r.dynamic_sampling else 'off'} | {auto} |"
+        )
+    out += ["", "Sources of the defaults:", ""]
+    for name, r in RECIPES.items():
+        for key, source in r.sources.items():
+            out.append(f"- `{name}` `{key}`: {_cell(source)}")
+    return out
 
 
 # ------------------------------------------------------------------------------------------- main

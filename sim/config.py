@@ -31,33 +31,119 @@ class Strict(BaseModel):
 PositiveInt = Field(ge=1)
 
 
+class DynamicSamplingConfig(Strict):
+    """DAPO's dynamic sampling: generation rounds until the step holds `prompts_per_iteration` groups whose
+    rewards are not all equal (docs/model.md, "Dynamic sampling")."""
+
+    enabled: bool | None = Field(None, description="null: the recipe's default (on for dapo, off otherwise)")
+    filtered_fraction: float = Field(
+        0.5,
+        ge=0,
+        lt=1,
+        description="share of groups whose rewards are all equal (all correct or all wrong), drawn per group; "
+        "it depends on the model and the data, and no public per-step figure was found: 0.5 is an assumption (docs/model.md section 15)",
+    )
+    oversample: float = Field(
+        3.0,
+        ge=1,
+        description="prompts drawn by a generation round, as a multiple of prompts_per_iteration "
+        "(verl recipe/dapo/run_dapo_qwen2.5_32b.sh: gen_prompt_bsz = 3 x train_prompt_bsz)",
+    )
+    refill: Literal["batch", "shortfall"] = Field(
+        "batch",
+        description="later rounds draw a whole generation batch again (verl's recipe: the dataloader yields fixed batches), "
+        "or only the prompts expected to fill the shortfall at the keep rate seen so far in the run",
+    )
+    max_rounds: int = Field(
+        10,
+        ge=0,
+        description="most generation rounds per step, 0 = no limit (recipe/dapo: max_num_gen_batches=10); a step that "
+        "reaches it trains on the groups it kept (verl stops with an error there) and is counted in summary.json",
+    )
+
+
 class WorkloadConfig(Strict):
     dataset: Union[str, dict[str, Any], None] = Field(
         None, description="a key of workloads/datasets.yaml, or an inline mapping of the same fields (docs/workload.md); exactly one of dataset or trace"
     )
     trace: str | None = Field(None, description="a response-length trace CSV to replay (relative to the experiment file); exactly one of dataset or trace")
-    algorithm: Literal["grpo", "ppo"] = Field("grpo", description="grpo: actor only, group-normalised rewards; ppo: adds a critic (values, training)")
+    algorithm: Literal["grpo", "ppo", "dapo", "rloo", "reinforce_pp"] = Field(
+        "grpo", description="the RL recipe: which roles and phases run, and the defaults of the keys marked `null: the recipe's` (Recipes, below)"
+    )
     prompts_per_iteration: int = Field(128, ge=1, description="prompts rolled out per iteration (each sampled samples_per_prompt times)")
-    samples_per_prompt: int | None = Field(None, ge=1, description="GRPO group size; defaults to 8 for GRPO, 1 for PPO")
+    samples_per_prompt: int | None = Field(None, ge=1, description="group size n; null: the recipe's (Recipes, below)")
     max_prompt_tokens: int = Field(1024, ge=1, description="prompts are truncated to this many tokens")
     max_response_tokens: int = Field(2048, ge=1, description="responses stop at this many tokens")
     ppo_epochs: int = Field(1, ge=1, description="passes over the iteration's samples in training")
-    mini_batches: int = Field(4, ge=1, description="optimizer steps per epoch (the samples are split into this many mini-batches)")
+    mini_batches: int | None = Field(
+        None, ge=1, description="optimizer steps per epoch (the samples are split into this many mini-batches); null: the recipe's"
+    )
+    kl: Literal["loss", "reward", "none"] | None = Field(
+        None,
+        description="the KL term against a frozen reference model: in the loss, in the reward, or none (no reference model, "
+        "no reference pass); null: the recipe's",
+    )
+    old_logprob: Union[Literal["auto"], bool] = Field(
+        "auto",
+        description="recompute the actor's old log-probs before training: auto = unless the step is on-policy "
+        "(ppo_epochs x mini_batches == 1) and the KL is not in the reward; false = use the rollout engine's log-probs",
+    )
+    dynamic_sampling: DynamicSamplingConfig = Field(
+        DynamicSamplingConfig(), description="DAPO's over-sampling and filtering of groups whose rewards are all equal"
+    )
     dataset_prompts: int | None = Field(
         None, ge=1, description="use only the first N prompts of the dataset, so that epochs (and length history) recur sooner"
     )
+
+    @field_validator("old_logprob", mode="before")
+    @classmethod
+    def _auto_or_bool(cls, v: Any) -> Any:
+        if v == "auto" or isinstance(v, bool):
+            return v
+        raise ValueError("expected auto, true or false")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _recipe_defaults(cls, data: Any) -> Any:
+        """Fill the recipe's defaults into the keys left out (or null), so the resolved config shows them."""
+        if not isinstance(data, dict):
+            return data
+        from sim.recipes import RECIPES
+
+        recipe = RECIPES.get(data.get("algorithm", "grpo")) if isinstance(data.get("algorithm", "grpo"), str) else None
+        if recipe is None:
+            return data  # the `algorithm` field reports the error
+        out = dict(data)
+        for key in ("samples_per_prompt", "mini_batches", "kl"):
+            if out.get(key) is None:
+                out[key] = getattr(recipe, key)
+        ds = out.get("dynamic_sampling", {})
+        if isinstance(ds, dict) and ds.get("enabled") is None:
+            out["dynamic_sampling"] = {**ds, "enabled": recipe.dynamic_sampling}
+        return out
 
     @model_validator(mode="after")
     def _one_source(self) -> "WorkloadConfig":
         if (self.dataset is None) == (self.trace is None):
             raise ValueError("exactly one of `dataset` (a datasets.yaml key or mapping) or `trace` (a CSV path) is required")
+        if self.dynamic_sampling.enabled:
+            why = None
+            if self.trace is not None:
+                why = "needs a dataset: a trace already holds what was generated, it cannot draw more prompts for extra rounds"
+            elif self.group_size < 2:
+                why = f"filters groups whose rewards are all equal and needs samples_per_prompt >= 2 (got {self.group_size})"
+            if why is not None:
+                where = "" if self.algorithm != "dapo" else " (dapo turns it on: set workload.dynamic_sampling.enabled: false to run without it)"
+                raise _FieldError("workload.dynamic_sampling.enabled", f"dynamic sampling {why}{where}")
         return self
 
     @property
     def group_size(self) -> int:
         if self.samples_per_prompt is not None:
             return self.samples_per_prompt
-        return 8 if self.algorithm == "grpo" else 1
+        from sim.recipes import RECIPES
+
+        return RECIPES[self.algorithm].samples_per_prompt
 
 
 class ClusterConfig(Strict):

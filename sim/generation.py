@@ -422,7 +422,8 @@ class GenerationPhase:
             lost_tokens=float(self.lost_tokens),
             decode_steps=float(sum(r.steps for r in live)),
         )
-        row["peak_decode_batch"] = float(max((r.peak_batch for r in live), default=0))
+        # (a dynamic-sampling step runs several rounds: the iteration's figures are the largest of its rounds)
+        row["peak_decode_batch"] = max(row.get("peak_decode_batch", 0.0), float(max((r.peak_batch for r in live), default=0)))
         ee = getattr(self.ctx.perf, "early_exit", None)
         if ee is not None:  # executed depth of the steps as run (docs/metrics.md, early_exit_depth_*)
             steps_by_batch: dict[int, int] = {}
@@ -440,4 +441,4 @@ class GenerationPhase:
                 prefill_tokens=float(self.dedup_tokens),
                 prefill_tokens_saved=float(self.dedup_would - self.dedup_tokens - replica_prompt_prefill),
             )
-        row["rollout_tp"] = float(max((spec.tp for spec in self.specs), default=0))
+        row["rollout_tp"] = max(row.get("rollout_tp", 0.0), float(max((spec.tp for spec in self.specs), default=0)))

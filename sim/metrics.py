@@ -177,11 +177,14 @@ def summarize(
     steady_cost = [sum(r["cost_usd"] for r in work if r["iteration"] == i) for i in steady]
     steady_gpu_s = [sum(r["billed_gpu_s"] for r in work if r["iteration"] == i) for i in steady]
     gen_counts: dict[str, list[float]] = {"replicas": [], "rollout_tp": []}
-    for (_, phase), counts in sorted(rec.counters.items()):
+    rounds = {it: c.get("rounds", 1.0) for (it, phase), c in rec.counters.items() if phase == "generation"}
+    for (it, phase), counts in sorted(rec.counters.items()):
         if phase == "generation":
             for key in gen_counts:
-                if key in counts:
-                    gen_counts[key].append(counts[key])
+                if key in counts:  # replicas are counted per generation round: the mean is per round
+                    gen_counts[key].append(counts[key] / rounds[it] if key == "replicas" else counts[key])
+    trained = sum(c.get("samples_trained", 0.0) for (_, phase), c in rec.counters.items() if phase == "training")
+    generated = sum(len(g) for g in rec.generated)
     summary = {
         **{k: meta[k] for k in ("name", "run_id", "scheduler", "deployment", "seed", "iterations")},
         "mean_iteration_s": float(np.mean(iter_s)) if iter_s else 0.0,
@@ -208,6 +211,12 @@ def summarize(
         "mean_decode_batch": _mean_decode_batch(rec),
         "peak_decode_batch": int(max((c.get("peak_decode_batch", 0.0) for (_, ph), c in rec.counters.items() if ph == "generation"), default=0)),
         "phases": phases,
+        # dynamic sampling (docs/metrics.md): rounds per step, samples rolled out and trained, groups filtered
+        "generation_rounds": float(np.mean(list(rounds.values()))) if rounds else 0.0,
+        "samples_generated": int(generated),
+        "samples_trained": int(trained),
+        "groups_filtered": int(sum(c.get("groups_filtered", 0.0) for c in rec.counters.values())),
+        "short_steps": int(sum(c.get("short_steps", 0.0) for c in rec.counters.values())),
         "rollout_replicas": float(np.mean(gen_counts["replicas"])) if gen_counts["replicas"] else 0.0,
         "rollout_tp": int(max(gen_counts["rollout_tp"], default=0)),
         "model": meta["model"],

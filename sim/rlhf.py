@@ -1,10 +1,15 @@
-"""One synchronous RLHF iteration (PPO or GRPO) as SimPy processes: phases, barriers, weight sync.
+"""One synchronous RL iteration (any recipe of sim/recipes.py) as SimPy processes: phases, barriers, weight sync.
 
-Phases, in order, with a barrier between them (design.md section 1):
-1. generation: the scheduler's replicas roll out every sample (`sim.generation`);
-2. inference: forward passes over prompt + response for each role: the actor's old log-probs, the
-   reference log-probs, the critic's values (PPO) and a learned reward model (if `reward_model` is set;
-   otherwise a rule-based reward on CPU);
+Phases, in order, with a barrier between them (design.md section 1); a role the recipe does not have is
+not run, not billed and not pre-warmed:
+1. generation: the scheduler's replicas roll out every sample (`sim.generation`). With dynamic sampling
+   (DAPO) the phase runs rounds: generate, score the round (a learned reward model on GPUs, or the
+   rule-based reward on CPU), filter the groups whose rewards are all equal, and draw another round until
+   the batch is full (`sim.dynamic_sampling`);
+2. inference: forward passes over prompt + response of the training batch for each of the recipe's
+   roles: the actor's old log-probs (unless skipped), the reference log-probs (when there is a KL term),
+   the critic's values (PPO) and a learned reward model (if `reward_model` is set and the rounds did not
+   score already; otherwise a rule-based reward on CPU);
 3. training: `ppo_epochs x mini_batches` optimizer steps of the actor (and the critic for PPO), FSDP
    over the scheduler's GPUs;
 4. weight sync: the new actor weights reach the rollout engines (an in-place reshard when colocated,
@@ -47,12 +52,8 @@ PHASES = ("generation", "inference", "training", "weight_sync")
 
 
 def inference_roles(ctx: RunContext) -> tuple[str, ...]:
-    roles = ["actor_logprob", "reference"]
-    if ctx.cfg.workload.algorithm == "ppo":
-        roles.append("critic")
-    if ctx.reward is not None:
-        roles.append("reward")
-    return tuple(roles)
+    """The inference phase's roles: the recipe's (sim/recipes.py)."""
+    return ctx.recipe.inference_roles
 
 
 def role_model(ctx: RunContext, role: str) -> ModelSpec:
@@ -65,6 +66,11 @@ def start_prewarm(ctx: RunContext, specs) -> None:
     if platform is None or not specs:
         return
     for want in specs:
+        if want.role not in ctx.recipe.function_roles:
+            raise ValueError(
+                f"pre-warm of role {want.role!r}, which this run's recipe ({ctx.recipe.algorithm}) does not run; "
+                f"its roles: {', '.join(ctx.recipe.function_roles)} (ClusterView.inference_roles, trained_models)"
+            )
         for part in _by_node(tuple(want.slots)):
             fraction = want.gpu_memory_utilization or ctx.cfg.engine.gpu_memory_utilization or 0.9
             spec = ctx.roles.spec(want.role, len(part), len(want.slots), fraction)
@@ -74,12 +80,7 @@ def start_prewarm(ctx: RunContext, specs) -> None:
 def startup_roles(ctx: RunContext) -> tuple[str, ...]:
     """The roles whose models a serverful job loads before its first iteration (the rollout engine takes
     its weights from the actor's FSDP module, and the actor's log-probs run on that module too)."""
-    roles = ["actor_trainer", "reference"]
-    if ctx.cfg.workload.algorithm == "ppo" and ctx.critic is not None:
-        roles.append("critic_trainer")
-    if ctx.reward is not None:
-        roles.append("reward")
-    return tuple(roles)
+    return ctx.recipe.startup_roles
 
 
 def startup_s(ctx: RunContext) -> float:
@@ -112,66 +113,58 @@ def split_even(n: int, parts: int) -> np.ndarray:
 def run_iteration(
     ctx: RunContext, scheduler: Scheduler, workload: Workload, i: int, view_at: Callable[[int], ClusterView]
 ) -> Iterator:
-    env, rec = ctx.env, ctx.recorder
-    samples: RolloutSamples = workload.iteration(i)
-    prompt_per_sample = samples.prompt_tokens[samples.sample_prompt]
-    resp = samples.response_tokens
+    env, rec, recipe = ctx.env, ctx.recorder, ctx.recipe
 
-    # ---------------------------------------------------------------- 1. generation
+    # ---------------------------------------------------------------- 1. generation (one round, or DAPO's rounds)
     t0 = env.now
-    batch = RolloutBatch(
-        iteration=i,
-        epoch=samples.epoch,
-        prompt_ids=samples.prompt_ids,
-        prompt_tokens=samples.prompt_tokens,
-        template_tokens=samples.template_tokens,
-        sample_prompt=samples.sample_prompt,
-        max_response_tokens=ctx.cfg.workload.max_response_tokens,
-        default_response_tokens=workload.default_response_tokens,
-        true_response_tokens=resp.copy() if scheduler.oracle else None,
-    )
-    ctx.extras["template_tokens"] = samples.template_tokens
-    plan = scheduler.plan_generation(view_at(i), batch)
-    if ctx.platform is not None:
-        if plan.keep_alive_s is not None:
-            ctx.platform.keep_alive_s = float(plan.keep_alive_s)
-        if plan.sleep_idle is not None:
-            ctx.platform.sleep_idle = bool(plan.sleep_idle)
-    table = SeqTable(prompt_per_sample.tolist(), resp.tolist(), samples.sample_prompt.tolist())
-    gen = GenerationPhase(ctx, i, plan, table, scheduler, lambda: view_at(i))
+    step = ctx.sampler.step(i) if ctx.sampler is not None else None
+    rounds = step.rounds if step is not None else (workload.iteration(i),)
     roles = inference_roles(ctx)
     stream = None
-    if plan.streaming_inference is not None:
-        from sim.streaming import StreamingInference
-
-        stream = gen.stream = StreamingInference(ctx, i, plan.streaming_inference, roles, prompt_per_sample + resp)
-    start_prewarm(ctx, plan.prewarm)  # after the rollout functions took their GPUs
-    yield gen.done
-    gen.finish()
+    plan = None
+    rollout_tp = 1
+    finish, generated = [], []
+    for r, samples in enumerate(rounds):
+        plan, table, stream = yield from _generate(ctx, scheduler, workload, i, r, samples, roles, view_at)
+        finish.append(np.asarray(table.finish_s))
+        generated.append(np.asarray(table.generated, dtype=np.int64))
+        rollout_tp = max(rollout_tp, max((s.tp for s in plan.replicas), default=1))
+        if step is not None:  # the round's rewards decide which of its groups survive the filter
+            yield from _score_round(ctx, scheduler, i, samples, view_at)
     t1 = env.now
     rec.windows.append((i, "generation", t0, t1))
-    rec.completion_s.append(np.asarray(table.finish_s))
-    rec.generated.append(np.asarray(table.generated, dtype=np.int64))
-    rollout_tp = max((s.tp for s in plan.replicas), default=1)
+    rec.completion_s.append(np.concatenate(finish))
+    rec.generated.append(np.concatenate(generated))
+    if step is not None:
+        ctx.extras.pop("freed_gpus", None)  # kept samples are known only now: no inference ran early on them
+        prompt_per_sample = np.concatenate([s.prompt_tokens[s.sample_prompt][u[s.sample_prompt]] for s, u in zip(rounds, step.used)])
+        resp = np.concatenate([s.response_tokens[u[s.sample_prompt]] for s, u in zip(rounds, step.used)])
+        rec.count(i, "generation", rounds=float(len(rounds)), samples=float(sum(s.response_tokens.size for s in rounds)),
+                  groups_filtered=float(step.groups_filtered), short_steps=float(step.short))  # fmt: skip
+    else:
+        samples = rounds[0]
+        prompt_per_sample = samples.prompt_tokens[samples.sample_prompt]
+        resp = samples.response_tokens
+    rec.count(i, "training", samples_trained=float(resp.size))
 
     # ---------------------------------------------------------------- 2. inference
     work = InferenceWork(i, roles, prompt_per_sample, resp)
     if stream is not None:  # started on each finished sample: drain what is left
         stream.close()
         yield stream.done
-        yield from _cpu_reward(ctx, i, work)
-    else:
+    elif roles:
         iplan = scheduler.plan_inference(view_at(i), work)
         yield from _run_inference(ctx, i, iplan, work)
+    if not recipe.learned_reward and step is None:  # (dynamic sampling scored every round already)
+        yield from _cpu_reward(ctx, i, len(resp))
     t2 = env.now
     rec.windows.append((i, "inference", t1, t2))
 
     # ---------------------------------------------------------------- 3. training
     seq_len = (prompt_per_sample + resp).astype(np.float64)
-    models = ("actor", "critic") if ctx.cfg.workload.algorithm == "ppo" else ("actor",)
     twork = TrainingWork(
         iteration=i,
-        models=models,
+        models=recipe.trained_models,
         tokens=int(seq_len.sum()),
         attention_pairs=float((seq_len * seq_len / 2.0).sum()),
         ppo_epochs=ctx.cfg.workload.ppo_epochs,
@@ -190,17 +183,71 @@ def run_iteration(
     t4 = env.now
     rec.windows.append((i, "weight_sync", t3, t4))
 
+    offsets = np.cumsum([0] + [len(s.prompt_ids) for s in rounds])
     scheduler.on_iteration_end(
         IterationStats(
             iteration=i,
-            epoch=samples.epoch,
-            prompt_ids=samples.prompt_ids,
-            sample_prompt=samples.sample_prompt,
-            response_tokens=resp,
+            epoch=rounds[0].epoch,
+            prompt_ids=np.concatenate([s.prompt_ids for s in rounds]),
+            sample_prompt=np.concatenate([s.sample_prompt + o for s, o in zip(rounds, offsets)]),
+            response_tokens=np.concatenate([s.response_tokens for s in rounds]),
             duration_s=t4 - t0,
             phase_s={"generation": t1 - t0, "inference": t2 - t1, "training": t3 - t2, "weight_sync": t4 - t3},
+            rounds=len(rounds),
         )
     )
+
+
+def _generate(
+    ctx: RunContext, scheduler: Scheduler, workload: Workload, i: int, r: int, samples: RolloutSamples,
+    roles: tuple[str, ...], view_at: Callable[[int], ClusterView],
+) -> Iterator:
+    """One generation round: the scheduler's plan carried out until every sample has finished.
+
+    Returns (plan, sequence table, streaming inference or None)."""  # fmt: skip
+    prompt_per_sample = samples.prompt_tokens[samples.sample_prompt]
+    resp = samples.response_tokens
+    batch = RolloutBatch(
+        iteration=i,
+        epoch=samples.epoch,
+        prompt_ids=samples.prompt_ids,
+        prompt_tokens=samples.prompt_tokens,
+        template_tokens=samples.template_tokens,
+        sample_prompt=samples.sample_prompt,
+        max_response_tokens=ctx.cfg.workload.max_response_tokens,
+        default_response_tokens=workload.default_response_tokens,
+        true_response_tokens=resp.copy() if scheduler.oracle else None,
+        round=r,
+    )
+    ctx.extras["template_tokens"] = samples.template_tokens
+    plan = scheduler.plan_generation(view_at(i), batch)
+    if ctx.platform is not None:
+        if plan.keep_alive_s is not None:
+            ctx.platform.keep_alive_s = float(plan.keep_alive_s)
+        if plan.sleep_idle is not None:
+            ctx.platform.sleep_idle = bool(plan.sleep_idle)
+    table = SeqTable(prompt_per_sample.tolist(), resp.tolist(), samples.sample_prompt.tolist())
+    gen = GenerationPhase(ctx, i, plan, table, scheduler, lambda: view_at(i))
+    stream = None
+    # with dynamic sampling no sample is known to train before its round is scored: no streaming
+    if plan.streaming_inference is not None and roles and ctx.sampler is None:
+        from sim.streaming import StreamingInference
+
+        stream = gen.stream = StreamingInference(ctx, i, plan.streaming_inference, roles, prompt_per_sample + resp)
+    start_prewarm(ctx, plan.prewarm)  # after the rollout functions took their GPUs
+    yield gen.done
+    gen.finish()
+    return plan, table, stream
+
+
+def _score_round(ctx: RunContext, scheduler: Scheduler, i: int, samples: RolloutSamples, view_at: Callable[[int], ClusterView]) -> Iterator:
+    """Dynamic sampling: a round's rewards, before its groups are filtered (inside the generation window)."""
+    resp = samples.response_tokens
+    if ctx.recipe.scoring_roles:
+        work = InferenceWork(i, ctx.recipe.scoring_roles, samples.prompt_tokens[samples.sample_prompt], resp)
+        yield from _run_inference(ctx, i, scheduler.plan_inference(view_at(i), work), work, phase="generation")
+    else:
+        yield from _cpu_reward(ctx, i, len(resp), phase="generation")
 
 
 # ------------------------------------------------------------------------------------------ inference
@@ -227,13 +274,16 @@ def _role_durations(ctx: RunContext, role: str, groups: tuple[tuple[Slot, ...], 
     return out
 
 
-def _run_inference(ctx: RunContext, i: int, iplan: InferencePlan, work: InferenceWork) -> Iterator:
+def _run_inference(ctx: RunContext, i: int, iplan: InferencePlan, work: InferenceWork, phase: str = "inference") -> Iterator:
     env, rec = ctx.env, ctx.recorder
     alloc = ctx.alloc
     planned = {rp.role for rp in iplan.roles}
     missing = [r for r in work.roles if r not in planned]
     if missing:
         raise ValueError(f"inference plan has no placement for role(s) {missing}")
+    extra = sorted(planned - set(work.roles))
+    if extra:
+        raise ValueError(f"inference plan places role(s) {extra} that this work does not run (its roles: {list(work.roles)})")
 
     scale = 1.0
     freed = ctx.extras.pop("freed_gpus", [])
@@ -263,18 +313,15 @@ def _run_inference(ctx: RunContext, i: int, iplan: InferencePlan, work: Inferenc
                 for part in _by_node(group):
                     spec = ctx.roles.spec(rp.role, len(part), len(group))
                     dur = max(durs, default=0.0)
-                    procs.append(env.process(run_work(env, alloc, rec, i, "inference", spec, part, dur)))
+                    procs.append(env.process(run_work(env, alloc, rec, i, phase, spec, part, dur)))
         if procs:
             yield env.all_of(procs)
-    yield from _cpu_reward(ctx, i, work)
 
 
-def _cpu_reward(ctx: RunContext, i: int, work: InferenceWork) -> Iterator:
+def _cpu_reward(ctx: RunContext, i: int, samples: int, phase: str = "inference") -> Iterator:
     """A rule-based reward (no reward model) is computed on CPU after the GPU roles, before the advantages."""
-    if "reward" in work.roles:
-        return
-    cpu = len(work.response_tokens) * RULE_REWARD_S_PER_SAMPLE / RULE_REWARD_CPU_WORKERS
-    ctx.recorder.count(i, "inference", cpu_reward_s=cpu)
+    cpu = samples * RULE_REWARD_S_PER_SAMPLE / RULE_REWARD_CPU_WORKERS
+    ctx.recorder.count(i, phase, cpu_reward_s=cpu)
     if cpu > 0:
         yield ctx.env.timeout(cpu)
 
@@ -290,7 +337,7 @@ def _by_node(slots: tuple[Slot, ...]) -> list[tuple[Slot, ...]]:
 # ------------------------------------------------------------------------------------------ training
 def _training_models(ctx: RunContext) -> dict[str, ModelSpec]:
     out = {"actor": ctx.actor}
-    if ctx.critic is not None and ctx.cfg.workload.algorithm == "ppo":
+    if ctx.critic is not None and ctx.recipe.critic:
         out["critic"] = ctx.critic
     return out
 
@@ -310,7 +357,7 @@ def _check_training_memory(ctx: RunContext, tplan: TrainingPlan, gplan) -> None:
             per_slot[s] = per_slot.get(s, 0.0) + (0.0 if tcfg.offload else fsdp_state_bytes(model, len(slots)))
     if tplan.colocated_rollout and not tcfg.offload:
         # colocated: training state (and the reference weights) stay resident while the rollout engine runs
-        ref_bytes = ctx.reference.weight_bytes / max(len(next(iter(tplan.groups.values()))), 1)
+        ref_bytes = ctx.reference.weight_bytes / max(len(next(iter(tplan.groups.values()))), 1) if ctx.reference is not None else 0.0
         for spec in gplan.replicas:
             resident = max(per_slot.get(s, 0.0) for s in spec.slots) + ref_bytes
             fraction = ctx.cfg.engine.gpu_memory_utilization or spec.gpu_memory_utilization

@@ -1,8 +1,9 @@
 """One run's lifecycle: build (catalog, models, scheduler, workload, cluster) -> run (SimPy) -> collect (tables).
 
 `simulate(cfg)` is a pure function of the config and its seed: one `numpy.random.Generator` is made from
-the seed and split into independent streams for the workload, the scheduler and the platform, so the
-same workload is drawn whatever the scheduler (runs under `compare` see identical lengths).
+the seed and split into independent streams for the workload, the scheduler, the platform and dynamic
+sampling's group filter, so the same workload is drawn whatever the scheduler (runs under `compare` see
+identical lengths and filter the same groups).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from sim.perf import build_perf
 from sim.allocation import ServerfulAllocator, ServerlessAllocator
 from sim.billing import lifetime_intervals, serverful_instances
 from sim.platform import ServerlessPlatform
+from sim.recipes import Recipe
 from sim.rlhf import run_iteration, run_startup
 from sim.roles import RoleBook
 from sim.runtime import GpuPool, Recorder, RunContext
@@ -108,13 +110,17 @@ def simulate(
     catalog = catalog or load_catalog()
     gpu = resolve_gpu(cfg.cluster.gpu, catalog)
     actor = resolve_model(cfg.model, catalog, "model")
+    recipe = Recipe.from_config(cfg)
     algorithm = cfg.workload.algorithm
-    critic = resolve_model(cfg.critic, catalog, "critic_model") if algorithm == "ppo" else None
+    critic = resolve_model(cfg.critic, catalog, "critic_model") if recipe.critic else None
     reward = resolve_model(cfg.reward_model, catalog, "reward_model")
     assert actor is not None
+    reference = actor if recipe.reference else None  # the frozen initial policy: the actor's architecture
 
     root = np.random.default_rng(cfg.seed)
-    workload_rng, scheduler_rng, platform_rng = root.spawn(3)
+    # independent streams; the fourth draws dynamic sampling's group filter (spawning four leaves the first
+    # three as they were when there were three)
+    workload_rng, scheduler_rng, platform_rng, sampling_rng = root.spawn(4)
     scheduler = make_scheduler(cfg, scheduler_rng)
     deployment = deployment_of(cfg, scheduler)
     check_implemented(cfg, deployment)
@@ -124,6 +130,11 @@ def simulate(
         dataset = catalog.dataset(cfg.workload.dataset) if isinstance(cfg.workload.dataset, str) else cfg.workload.dataset
     trace = Path(cfg.workload.trace) if cfg.workload.trace else None
     workload = make_workload(cfg.workload, dataset, trace, workload_rng, base_dir, model=actor.name)
+    sampler = None
+    if recipe.dynamic_sampling:
+        from sim.dynamic_sampling import DynamicSampler
+
+        sampler = DynamicSampler(workload, cfg.workload.dynamic_sampling, cfg.workload.prompts_per_iteration, sampling_rng)
 
     gpus_per_node = cfg.cluster.gpus_per_node or gpu.gpus_per_node
     perf = build_perf(cfg.perf, gpu, base_dir)
@@ -144,14 +155,14 @@ def simulate(
     env = simpy.Environment()
     rec = Recorder()
     tcfg = cfg.training
-    roles = RoleBook(gpu, actor, actor, critic, reward, tcfg.micro_batch_tokens, tcfg.activation_checkpointing, tcfg.offload)
+    roles = RoleBook(gpu, actor, reference, critic, reward, tcfg.micro_batch_tokens, tcfg.activation_checkpointing, tcfg.offload)
     pool = GpuPool(slots)
     platform = ServerlessPlatform(env, cluster, cfg.platform, platform_rng) if deployment == "serverless" else None
     alloc = ServerlessAllocator(env, platform) if platform is not None else ServerfulAllocator(env, pool)
     ctx = RunContext(
-        env=env, cfg=cfg, cluster=cluster, gpu=gpu, actor=actor, critic=critic, reference=actor, reward=reward,
+        env=env, cfg=cfg, cluster=cluster, gpu=gpu, actor=actor, critic=critic, reference=reference, reward=reward,
         perf=perf, pool=pool, recorder=rec, deployment=deployment, rng=platform_rng, roles=roles, alloc=alloc,
-        platform=platform,
+        recipe=recipe, platform=platform, sampler=sampler,
     )  # fmt: skip
 
     from sim.memory import kv_capacity_tokens
@@ -178,12 +189,13 @@ def simulate(
         free, warm = platform_state()
         return ClusterView(
             now_s=env.now, iteration=i, iterations=cfg.iterations, nodes=cluster.nodes, gpus_per_node=gpus_per_node, gpu=gpu, actor=actor,
-            critic=critic, reference=actor, reward=reward, algorithm=algorithm, deployment=deployment,  # type: ignore[arg-type]
+            critic=critic, reference=reference, reward=reward, algorithm=algorithm, deployment=deployment,  # type: ignore[arg-type]
             free_slots=free, max_num_seqs=cfg.engine.max_num_seqs, kv_watermark=cfg.engine.kv_watermark,
             kv_capacity_tokens=kv_tokens, transfer_s=cluster.gpu_transfer_s, nodes_by_distance=cluster.nodes_by_distance,
             perf=perf,
             startup_s=(cfg.platform.cold_start.container_s + cfg.platform.cold_start.engine_init_s) if platform else 0.0,
             warm=warm, gpu_sharing=cfg.platform.gpu_sharing if platform else "exclusive", start_s=start_s,
+            inference_roles=recipe.inference_roles, trained_models=recipe.trained_models, dynamic_sampling=recipe.dynamic_sampling,
         )  # fmt: skip
 
     def driver():
@@ -211,6 +223,7 @@ def simulate(
         "price_usd_per_gpu_hour": price,
     }  # fmt: skip
     summary = summarize(rows, inst_rows, meta, rec)
+    summary["recipe"] = recipe.describe()
     summary.update(platform_summary(platform, rec))
     if getattr(perf, "early_exit", None) is not None:
         from sim.early_exit_report import early_exit_summary

@@ -15,6 +15,7 @@ import simpy
 from sim.catalog import GpuSpec, ModelSpec
 from sim.cluster import Cluster
 from sim.config import ExperimentConfig
+from sim.recipes import Recipe
 from sim.roles import RoleBook
 from sim.schedulers.base import Slot
 
@@ -93,7 +94,7 @@ class RunContext:
     gpu: GpuSpec
     actor: ModelSpec
     critic: ModelSpec | None
-    reference: ModelSpec
+    reference: ModelSpec | None  # None when the recipe has no KL term
     reward: ModelSpec | None
     perf: Any
     pool: GpuPool
@@ -102,5 +103,7 @@ class RunContext:
     rng: np.random.Generator
     roles: RoleBook
     alloc: Any  # sim.allocation.ServerfulAllocator or ServerlessAllocator
+    recipe: Recipe  # which roles and phases run (sim/recipes.py)
     platform: Any = None  # sim.platform.ServerlessPlatform when serverless
+    sampler: Any = None  # sim.dynamic_sampling.DynamicSampler when the recipe samples dynamically
     extras: dict[str, Any] = field(default_factory=dict)

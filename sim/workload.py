@@ -299,6 +299,7 @@ class DatasetWorkload(Workload):
         self._log_cap = math.log(self.max_response_tokens) + 1.0
         self._epochs: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self._iterations: OrderedDict[int, RolloutSamples] = OrderedDict()
+        self._boundaries: dict[int, tuple[int, int]] = {}  # epoch -> repair of the draw that straddles its start
 
     def _stream(self, *key: int) -> np.random.Generator:
         return np.random.Generator(np.random.PCG64(np.random.SeedSequence(self._entropy, spawn_key=key)))
@@ -327,18 +328,35 @@ class DatasetWorkload(Workload):
         return result
 
     def _make_epoch(self, e: int, prev: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        N, P = self.pool_size, self.prompts_per_iteration
+        N = self.pool_size
         g = self._stream(_S_EPOCH, e)
         order = g.permutation(N).astype(np.int64)
         eps = g.normal(0.0, self.params.sigma_epoch, N)
-        tail = (e * N) % P  # prompts of epoch e-1 in the iteration where epoch e begins
-        if prev is not None and tail:
-            head_len = P - tail
+        tail, head_len = self._boundary(e)
+        if prev is not None and tail and head_len:
             clash = np.isin(order, prev[N - tail :])
             head = order[~clash][:head_len]  # N - tail >= head_len prompts are free, as P <= N
             order = np.concatenate((head, order[~np.isin(order, head)]))
         _freeze(order, eps)
         return order, eps
+
+    def _boundary(self, e: int) -> tuple[int, int]:
+        """(prompts of epoch e-1, prompts of epoch e) in the draw that straddles the start of epoch e: an
+        iteration of P prompts by default, or what `draw` registered for a generation round."""
+        if e in self._boundaries:
+            return self._boundaries[e]
+        tail = (e * self.pool_size) % self.prompts_per_iteration
+        return tail, self.prompts_per_iteration - tail
+
+    def _register_boundary(self, e: int, value: tuple[int, int]) -> None:
+        if self._boundary(e) == value and e in self._boundaries:
+            return
+        changed = self._boundary(e) != value
+        self._boundaries[e] = value
+        if changed:  # epochs built with another repair are rebuilt on demand
+            for k in [k for k in self._epochs if k >= e]:
+                del self._epochs[k]
+            self._iterations.clear()
 
     def epochs_done(self, i: int) -> float:
         """Training progress at the start of iteration i, in epochs of the prompt pool (drives the trend)."""
@@ -350,8 +368,33 @@ class DatasetWorkload(Workload):
         if hit is not None:
             self._iterations.move_to_end(i)
             return hit
-        P, n, N = self.prompts_per_iteration, self.group_size, self.pool_size
-        start = i * P
+        out = self._sample(i, (i,), i * self.prompts_per_iteration, self.prompts_per_iteration)
+        self._iterations[i] = out
+        if len(self._iterations) > _CACHE:
+            self._iterations.popitem(last=False)
+        return out
+
+    def draw(self, step: int, round: int, start: int, count: int) -> RolloutSamples:
+        """Generation round `round` of training step `step`: the `count` prompts at positions start.. of the
+        epoch stream (a dynamic-sampling step reads further into the stream than `iteration` does).
+
+        Round 0 of step i draws the noise `iteration(i)` draws; later rounds draw fresh noise. The length
+        trend follows the training step, not the prompts drawn: lengths grow with policy updates. A round
+        never holds a prompt twice (count <= pool); draws must cover the stream in order, so that each
+        epoch boundary's repair is known before the epoch is built.
+        """
+        step, start = _check_index(step), _check_index(start)
+        N = self.pool_size
+        if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or not 1 <= count <= N:
+            raise WorkloadError(f"dataset {self.params.name}: a generation round of {count} prompts must be 1..{N} (the prompt pool)")
+        boundary = (start // N + 1) * N
+        if start + count >= boundary:
+            self._register_boundary(boundary // N, (boundary - start, start + count - boundary))
+        return self._sample(step, (step,) if round == 0 else (step, int(round)), start, int(count))
+
+    def _sample(self, i: int, key: tuple[int, ...], start: int, P: int) -> RolloutSamples:
+        """P prompts from stream position `start`, lengths for training step i, noise streams keyed by `key`."""
+        n, N = self.group_size, self.pool_size
         first_epoch = start // N
         pos = start + np.arange(P, dtype=np.int64)
         epoch_of = pos // N
@@ -368,17 +411,17 @@ class DatasetWorkload(Workload):
         loc = self._mu + self.epochs_done(i) * self._log_trend + offset
         log_len = np.repeat(loc, n)
         if self.params.sigma_sample > 0:
-            log_len += self.params.sigma_sample * self._stream(_S_ITER, i).standard_normal(P * n)
+            log_len += self.params.sigma_sample * self._stream(_S_ITER, *key).standard_normal(P * n)
         lengths = np.rint(np.exp(np.minimum(log_len, self._log_cap)))
         response = np.clip(lengths, 1, self.max_response_tokens).astype(np.int64)
         runaway = self.runaway_probability(i)
         if runaway > 0:
-            response[self._runaways(i, offset, runaway)] = self.max_response_tokens
+            response[self._runaways(key, offset, runaway)] = self.max_response_tokens
         prompt_tokens = self.prompt_lengths[prompt_ids]
         sample_prompt = np.repeat(np.arange(P, dtype=np.int64), n)
         sample_ids = np.tile(np.arange(n, dtype=np.int64), P)
         _freeze(prompt_ids, prompt_tokens, sample_prompt, sample_ids, response)
-        out = RolloutSamples(
+        return RolloutSamples(
             iteration=i,
             epoch=int(first_epoch),
             prompt_ids=prompt_ids,
@@ -388,10 +431,6 @@ class DatasetWorkload(Workload):
             sample_ids=sample_ids,
             response_tokens=response,
         )
-        self._iterations[i] = out
-        if len(self._iterations) > _CACHE:
-            self._iterations.popitem(last=False)
-        return out
 
     def runaway_probability(self, i: int) -> float:
         """Share of iteration i's samples that run away (to the cap): the entry's probability, trended per epoch."""
@@ -400,7 +439,7 @@ class DatasetWorkload(Workload):
             return p
         return min(p * (1.0 + self.params.runaway_trend_per_epoch) ** self.epochs_done(i), 1.0)
 
-    def _runaways(self, i: int, offset: np.ndarray, p: float) -> np.ndarray:
+    def _runaways(self, key: tuple[int, ...], offset: np.ndarray, p: float) -> np.ndarray:
         """Which samples run away: a latent sqrt(r) w_p + sqrt(1 - r) v above the (1 - p) quantile.
 
         w_p is the prompt's standardised length offset (a_p + eps_{p,e}), so runaways concentrate on prompts
@@ -408,7 +447,7 @@ class DatasetWorkload(Workload):
         """
         r = self.params.runaway_prompt_correlation
         spread = math.hypot(self.params.sigma_prompt, self.params.sigma_epoch)
-        latent = self._stream(_S_RUNAWAY, i).standard_normal(offset.size * self.group_size)
+        latent = self._stream(_S_RUNAWAY, *key).standard_normal(offset.size * self.group_size)
         if r > 0 and spread > 0:
             latent = math.sqrt(1.0 - r) * latent + math.sqrt(r) * np.repeat(offset / spread, self.group_size)
         return latent > NormalDist().inv_cdf(1.0 - p)

@@ -246,6 +246,18 @@ BAD_OVERRIDES: dict[str, tuple[list[str], list[str]]] = {
     "set-without-equals": (["cluster.nodes"], ["--set 'cluster.nodes'", "dotted.key=value"]),
     "infinite-duration": (["platform.cold_start.container_s=.inf"], ["platform.cold_start.container_s:", "finite number"]),
     "negative-seed": (["seed=-1"], ["seed:", "greater than or equal to 0", "-1"]),
+    "unknown-recipe": (["workload.algorithm=drpo"], ["workload.algorithm:", "'dapo'", "'reinforce_pp'", "'drpo'"]),
+    "bad-kl": (["workload.kl=maybe"], ["workload.kl:", "'loss'", "'reward'", "'none'", "'maybe'"]),
+    "bad-old-logprob": (["workload.old_logprob=sometimes"], ["workload.old_logprob:", "expected auto, true or false", "'sometimes'"]),
+    "dynamic-sampling-groups-of-one": (
+        ["workload.algorithm=dapo", "workload.samples_per_prompt=1"],
+        ["workload.dynamic_sampling.enabled:", "samples_per_prompt >= 2", "enabled: false"],
+    ),
+    "dynamic-sampling-round-over-pool": (
+        ["workload.algorithm=dapo", "workload.dataset_prompts=200"],
+        ["workload.dynamic_sampling.oversample", "384 prompts", "exceeds the pool of 200"],
+    ),
+    "filtered-fraction-one": (["workload.dynamic_sampling.filtered_fraction=1"], ["workload.dynamic_sampling.filtered_fraction:", "less than 1"]),
     "non-integer-seed": (["seed=0.5"], ["seed:", "valid integer", "0.5"]),
     "repeated-key-in-set": (
         ["cluster={nodes: 1, gpus_per_node: 8, nodes: 2}"],

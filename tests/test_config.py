@@ -97,12 +97,12 @@ def test_documented_defaults(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "algorithm, samples, expected",
-    [("ppo", None, 1), ("grpo", None, 8), ("ppo", 4, 4), ("grpo", 2, 2)],
+    [("ppo", None, 1), ("grpo", None, 8), ("ppo", 4, 4), ("grpo", 2, 2), ("dapo", None, 16), ("rloo", None, 5), ("reinforce_pp", None, 8)],
 )
 def test_group_size_defaults_by_algorithm(tmp_path: Path, algorithm: str, samples: int | None, expected: int) -> None:
     data = raw(workload__algorithm=algorithm, workload__samples_per_prompt=samples if samples else ...)
     cfg = load_config(write(tmp_path, data))
-    assert cfg.workload.samples_per_prompt == samples
+    assert cfg.workload.samples_per_prompt == expected  # the recipe's default, resolved into the config
     assert cfg.workload.group_size == expected
 
 
@@ -494,3 +494,26 @@ def test_seed_must_be_a_non_negative_integer(seed: Any, expected: str) -> None:
         validate(raw(seed=seed), "x.yaml")
     assert str(info.value).startswith("x.yaml: seed: ") and expected in str(info.value)
     assert validate(raw(seed=2**70), "x.yaml").seed == 2**70  # numpy seeds from any non-negative integer
+
+
+# ------------------------------------------------------------------------------- recipes
+
+
+def test_recipe_defaults_fill_only_what_the_file_leaves_out(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, raw(workload__algorithm="dapo", workload__samples_per_prompt=...)))
+    w = cfg.workload
+    assert (w.samples_per_prompt, w.mini_batches, w.kl, w.old_logprob, w.dynamic_sampling.enabled) == (16, 16, "none", "auto", True)
+    cfg = load_config(write(tmp_path, raw(workload__algorithm="dapo", workload__kl="loss", workload__dynamic_sampling={"enabled": False})))
+    assert cfg.workload.kl == "loss" and cfg.workload.dynamic_sampling.enabled is False
+    # the resolved values are what config.yaml shows
+    dumped = yaml.safe_load(dump_config(cfg))["workload"]
+    assert dumped["kl"] == "loss" and dumped["mini_batches"] == 16 and dumped["dynamic_sampling"]["enabled"] is False
+
+
+def test_dynamic_sampling_on_a_trace_is_refused_naming_the_field(tmp_path: Path) -> None:
+    msg, path = error_of(tmp_path, raw(workload__dataset=..., workload__trace="traces/x.csv", workload__algorithm="dapo"))
+    assert f"{path}: workload.dynamic_sampling.enabled: dynamic sampling needs a dataset" in msg
+    assert "enabled: false" in msg  # says how to run dapo on the trace
+    cfg = load_config(write(tmp_path, raw(workload__dataset=..., workload__trace="traces/x.csv", workload__algorithm="dapo",
+                                          workload__dynamic_sampling={"enabled": False})))  # fmt: skip
+    assert cfg.workload.kl == "none"

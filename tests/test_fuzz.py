@@ -1,5 +1,5 @@
-"""Random configurations across every scheduler, with crashes, small KV caches, early exit and both engine
-modes: a run either refuses its input (bad-input error) or finishes with every sample generated once,
+"""Random configurations across every scheduler and recipe, with crashes, small KV caches, early exit and both
+engine modes: a run either refuses its input (bad-input error) or finishes with every sample generated once,
 at full length. Internal errors are bugs."""
 
 from __future__ import annotations
@@ -25,7 +25,11 @@ configs = st.fixed_dictionaries(
         "model": st.sampled_from(["qwen2.5-0.5b", "qwen2.5-3b", "mixtral-8x7b"]),
         "reward": st.sampled_from([None, "qwen2.5-0.5b"]),
         "dataset": st.sampled_from(["gsm8k", "livecodebench"]),
-        "algorithm": st.sampled_from(["grpo", "ppo"]),
+        "algorithm": st.sampled_from(["grpo", "ppo", "dapo", "rloo", "reinforce_pp"]),
+        "kl": st.sampled_from([None, "none", "reward"]),
+        "old_logprob": st.sampled_from(["auto", True, False]),
+        "dynamic": st.sampled_from([None, {"filtered_fraction": 0.5, "oversample": 1.0, "refill": "shortfall", "max_rounds": 4},
+                                    {"filtered_fraction": 0.8, "max_rounds": 2}]),  # fmt: skip
         "prompts": st.sampled_from([1, 4, 16]),
         "group": st.sampled_from([1, 4]),
         "max_response": st.sampled_from([128, 1024, 4096]),
@@ -45,11 +49,22 @@ configs = st.fixed_dictionaries(
 )
 
 
+def dynamic_sampling(p: dict) -> dict:
+    """On with the drawn settings, else the recipe's default (dapo: on); off for groups of one (nothing to filter)."""
+    section = dict(p["dynamic"] or {})
+    if p["group"] < 2:
+        section["enabled"] = False
+    elif p["dynamic"]:
+        section["enabled"] = True
+    return section
+
+
 def raw_config(p: dict) -> dict:
     raw = {
         "name": "fuzz", "seed": p["seed"], "iterations": p["iterations"], "model": p["model"], "reward_model": p["reward"],
         "workload": {"dataset": p["dataset"], "algorithm": p["algorithm"], "prompts_per_iteration": p["prompts"],
-                     "samples_per_prompt": p["group"], "max_response_tokens": p["max_response"]},
+                     "samples_per_prompt": p["group"], "max_response_tokens": p["max_response"], "kl": p["kl"],
+                     "old_logprob": p["old_logprob"], "dynamic_sampling": dynamic_sampling(p)},
         "cluster": {"nodes": p["nodes"], "gpus_per_node": p["gpus"], "gpu": p["gpu"]},
         "platform": {"preset": p["preset"], "sleep_idle": p["sleep"], "failures": {"mtbf_s": p["mtbf"]}},
         "engine": {"gpu_memory_utilization": p["memory"], "max_num_seqs": p["max_num_seqs"], "mode": p["mode"]},

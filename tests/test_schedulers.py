@@ -18,7 +18,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import sim.runner
 from sim.catalog import load_catalog
 from sim.config import validate
 from sim.runner import simulate
@@ -58,20 +57,6 @@ def write_trace(path: Path, prompts: list[int], responses: list[list[int]], iter
                 lines.append(f"{it},{pid},{sid},{p},{r}")
     path.write_text("\n".join(lines) + "\n")
     return path
-
-
-@pytest.fixture
-def recorders(monkeypatch):
-    """Capture each run's Recorder: its counters (e.g. prefill_tokens_saved) are not in RunResult."""
-    seen: list[Recorder] = []
-
-    class Capturing(Recorder):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            seen.append(self)
-
-    monkeypatch.setattr(sim.runner, "Recorder", Capturing)
-    return seen
 
 
 def gen_counter(rec: Recorder, key: str) -> float | None:
@@ -313,10 +298,18 @@ def check_invariants(result, cfg, expected_generated: list[np.ndarray]) -> None:
 
 
 def workload_lengths(cfg) -> tuple[np.ndarray, ...]:
+    """Every sample each iteration must generate: the workload's, or with dynamic sampling every round's
+    (rebuilt as sim/runner.py builds them: workload stream 0, the group filter stream 3)."""
     ds = cfg.workload.dataset
     dataset = CAT.dataset(ds) if isinstance(ds, str) else ds
     model = cfg.model if isinstance(cfg.model, str) else None  # the actor's name picks the dataset's by_model override
-    workload = make_workload(cfg.workload, dataset, None, np.random.default_rng(cfg.seed).spawn(3)[0], Path("."), model=model)
+    streams = np.random.default_rng(cfg.seed).spawn(4)
+    workload = make_workload(cfg.workload, dataset, None, streams[0], Path("."), model=model)
+    if cfg.workload.dynamic_sampling.enabled:
+        from sim.dynamic_sampling import DynamicSampler
+
+        sampler = DynamicSampler(workload, cfg.workload.dynamic_sampling, cfg.workload.prompts_per_iteration, streams[3])
+        return tuple(np.concatenate([r.response_tokens for r in sampler.step(i).rounds]) for i in range(cfg.iterations))
     return tuple(workload.iteration(i).response_tokens for i in range(cfg.iterations))
 
 
@@ -334,17 +327,29 @@ run_params = st.fixed_dictionaries(
         "keep_alive": st.sampled_from([0.0, 20.0, 120.0]),
         "max_num_seqs": st.sampled_from([3, 1024]),
         "tau": st.sampled_from([0.3, 0.7, 1.0]),
+        # the recipe: every algorithm, its KL and old-log-prob switches, dynamic sampling, a learned reward
+        "algorithm": st.sampled_from(["grpo", "ppo", "dapo", "rloo", "reinforce_pp"]),
+        "kl": st.sampled_from([None, "none", "loss"]),
+        "old_logprob": st.sampled_from(["auto", False]),
+        "mini_batches": st.sampled_from([None, 1]),
+        "dynamic": st.sampled_from([None, 0.3, 0.7]),  # filtered fraction; None: off
+        "reward": st.sampled_from([None, "qwen2.5-0.5b"]),
+        "stream": st.booleans(),
     }
 )
 
 
 def invariant_config(name: str, p: dict):
-    params = {"tau": p["tau"]} if name in ("rlhfless", "oracle") else {}
+    params = {"tau": p["tau"], "stream_inference": p["stream"]} if name in ("rlhfless", "oracle") else {}
+    dynamic = p["dynamic"] is not None and p["group"] >= 2  # groups of one sample have no spread to filter on
+    sampling = {"enabled": dynamic, "filtered_fraction": p["dynamic"] or 0.5, "oversample": 1.0, "refill": "shortfall", "max_rounds": 3}
     return config(
         seed=p["seed"],
         iterations=2,
+        reward_model=p["reward"],
         workload={"dataset": p["dataset"], "prompts_per_iteration": p["prompts"], "samples_per_prompt": p["group"],
-                  "max_response_tokens": p["max_response"], "dataset_prompts": p["prompts"]},
+                  "max_response_tokens": p["max_response"], "dataset_prompts": p["prompts"], "algorithm": p["algorithm"],
+                  "kl": p["kl"], "old_logprob": p["old_logprob"], "mini_batches": p["mini_batches"], "dynamic_sampling": sampling},
         cluster={"nodes": p["nodes"], "gpus_per_node": p["gpus"], "gpu": "L40S"},
         platform={"kind": "serverless", "keep_alive_s": p["keep_alive"], "sleep_idle": p["sleep"], "gpu_sharing": p["sharing"]},
         engine={"max_num_seqs": p["max_num_seqs"]},
@@ -356,10 +361,21 @@ def invariant_config(name: str, p: dict):
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(p=run_params)
 def test_every_sample_once_no_gpu_double_booked_billed_at_least_busy(name, p):
+    """Every built-in scheduler runs every recipe: each sample generated once at its length (every round of a
+    dynamic-sampling step), no GPU double booked, nothing billed below its work, and no role the recipe
+    lacks ever instantiated or run."""
     cfg = invariant_config(name, p)
     expected = workload_lengths(cfg)
     result = simulate(cfg)
     check_invariants(result, cfg, list(expected))
+    recipe = result.summary["recipe"]
+    allowed = {"rollout", "prefill", *recipe["inference_roles"], *(f"{m}_trainer" for m in recipe["trained_models"])}
+    if recipe["dynamic_sampling"] and recipe["reward"] == "model":
+        allowed.add("reward")  # it scores every round
+    assert {r["role"] for r in result.instances if result.summary["deployment"] == "serverless"} <= allowed
+    worked = {a["role"] for a in result.activities} - {"weight_sync", "fused_inference", "actor", "critic"}
+    assert worked <= allowed
+    assert ("reference" in worked) == recipe["reference"]
     verl = simulate(invariant_config("verl", p))  # the workload does not depend on the scheduler
     for a, b in zip(result.generated, verl.generated):
         np.testing.assert_array_equal(a, b)

@@ -646,3 +646,50 @@ def test_the_runner_picks_the_actors_override() -> None:
     }  # fmt: skip
     assert (by_name, unnamed) == (expected["qwen2.5-0.5b"], expected["my-0.5b"])
     assert by_name < unnamed  # the 0.5B's fitted responses are shorter than the default's, runaways included
+
+
+# ---------------------------------------------------------------------------------------------- stream draws
+# Dynamic sampling (sim/dynamic_sampling.py) reads rounds of any size from the prompt stream with `draw`.
+
+
+@pytest.mark.parametrize("i", [0, 1, 6, 13])  # 13 straddles an epoch of a 50-prompt pool with P=16
+def test_round_zero_draw_is_the_iteration(i: int) -> None:
+    w = build(dataset=inline(num_prompts=50), prompts_per_iteration=16)
+    fresh = build(dataset=inline(num_prompts=50), prompts_per_iteration=16)
+    assert same(w.draw(i, 0, i * 16, 16), fresh.iteration(i))
+
+
+def test_later_rounds_draw_fresh_noise_with_the_steps_trend() -> None:
+    entry = inline(response_trend_per_epoch=1.0, runaway={"probability": 0.3})
+    w = build(dataset=entry, prompts_per_iteration=16)
+    a, b = w.draw(3, 0, 100, 16), w.draw(3, 1, 100, 16)
+    np.testing.assert_array_equal(a.prompt_ids, b.prompt_ids)  # the same prompts...
+    assert not np.array_equal(a.response_tokens, b.response_tokens)  # ...sampled again
+    assert a.iteration == b.iteration == 3
+    # the trend follows the training step, not how far the stream has been read: step 3 at any position
+    # has step 3's median, step 40 a much larger one (trend 1.0 per epoch of 200 prompts: 2^(40*16/200))
+    late = w.draw(40, 0, 116, 16)
+    assert np.median(late.response_tokens) > 3 * np.median(a.response_tokens)
+
+
+@settings(max_examples=25, deadline=None)
+@given(sizes=st.lists(st.integers(1, 37), min_size=1, max_size=30), pool=st.sampled_from([37, 50]))
+def test_consecutive_rounds_read_each_epoch_as_a_permutation_and_never_repeat_a_prompt(sizes: list[int], pool: int) -> None:
+    """Rounds of any sizes, in order: no round holds a prompt twice, and every epoch's positions hold each
+    prompt exactly once (later rounds draw the next prompts of the epoch)."""
+    w = build(dataset=inline(num_prompts=pool), prompts_per_iteration=8)
+    pos, seen = 0, []
+    for r, n in enumerate(sizes):
+        s = w.draw(r, 1, pos, n)
+        assert len(np.unique(s.prompt_ids)) == n
+        assert s.epoch == pos // pool
+        seen.extend(s.prompt_ids.tolist())
+        pos += n
+    for e in range(len(seen) // pool):
+        assert sorted(seen[e * pool : (e + 1) * pool]) == list(range(pool))
+
+
+def test_a_round_larger_than_the_pool_is_refused() -> None:
+    w = build(dataset=inline(num_prompts=50), prompts_per_iteration=8)
+    with pytest.raises(WorkloadError, match="1..50"):
+        w.draw(0, 0, 0, 51)

@@ -59,7 +59,7 @@ class ClusterView:
     gpu: "GpuSpec"
     actor: "ModelSpec"
     critic: "ModelSpec | None"
-    reference: "ModelSpec"
+    reference: "ModelSpec | None"  # None when the recipe has no KL term (no reference model)
     reward: "ModelSpec | None"
     algorithm: str
     deployment: Literal["serverful", "serverless"]
@@ -84,6 +84,15 @@ class ClusterView:
     #: cheapest first, preferring `node`: 0 s for a resident instance, a wake for a sleeping one, a cold start
     #: for the rest; what the platform would really charge (all resident when serverful)
     start_s: Callable[[str, int, int, "int | None"], tuple[StartCost, ...]] = field(default=_no_start_cost, repr=False, compare=False)
+    #: the recipe's roles (sim/recipes.py): the inference phase's roles in order (what InferenceWork.roles
+    #: will hold), and the models trained (TrainingWork.models); pre-warm these, and no others
+    inference_roles: tuple[str, ...] = ("actor_logprob", "reference")
+    trained_models: tuple[str, ...] = ("actor",)
+    #: dynamic sampling (DAPO): generation runs in rounds until enough groups with unequal rewards are kept;
+    #: a sample is not known to train until its round is scored, so inference cannot start on each finished
+    #: sample (a streaming_inference plan is ignored), and a learned reward scores every round
+    #: (plan_inference is called after each round with InferenceWork.roles == ("reward",))
+    dynamic_sampling: bool = False
 
     def slots_on(self, node: int) -> list[Slot]:
         return [s for s in self.free_slots if s.node == node]
@@ -102,6 +111,8 @@ class RolloutBatch:
     max_response_tokens: int
     default_response_tokens: float  # the workload's prior mean response length
     true_response_tokens: np.ndarray | None = None  # only for schedulers with `oracle = True`
+    #: generation round of this step (dynamic sampling: 0, 1, ... until the batch is full; always 0 otherwise)
+    round: int = 0
 
     @property
     def num_samples(self) -> int:
@@ -214,7 +225,7 @@ Action = Migrate | Release | ScaleOut
 @dataclass(frozen=True)
 class InferenceWork:
     iteration: int
-    roles: tuple[str, ...]  # e.g. ("actor_logprob", "reference", "critic", "reward")
+    roles: tuple[str, ...]  # the recipe's, e.g. ("actor_logprob", "reference", "critic", "reward"); never empty
     prompt_tokens: np.ndarray  # per sample
     response_tokens: np.ndarray  # per sample
 
@@ -239,7 +250,7 @@ class InferencePlan:
 @dataclass(frozen=True)
 class TrainingWork:
     iteration: int
-    models: tuple[str, ...]  # "actor", and "critic" for PPO
+    models: tuple[str, ...]  # "actor", and "critic" for PPO (ClusterView.trained_models)
     tokens: int
     attention_pairs: float
     ppo_epochs: int
@@ -267,6 +278,8 @@ class IterationStats:
     response_tokens: np.ndarray  # what was generated: the truth, revealed after the iteration
     duration_s: float
     phase_s: dict[str, float]
+    #: generation rounds the step took (dynamic sampling; 1 otherwise); the arrays above cover every round
+    rounds: int = 1
 
 
 # ------------------------------------------------------------------------------------------- base

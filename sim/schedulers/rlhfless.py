@@ -319,11 +319,13 @@ class RLHFless(Scheduler):
         specs, prefill = self.place(view, n, tp, dedup)
         assignment = actor_of_prompt[batch.sample_prompt]
         self._last_specs, self._last_prefill = specs, prefill
-        roles = self._roles(view)
-        stream = self._stream_plan(view, specs, prefill, roles) if p.stream_inference else None
+        roles = view.inference_roles
+        # with dynamic sampling a sample trains only once its round is scored: inference waits for the barrier
+        stream = self._stream_plan(view, specs, prefill, roles) if p.stream_inference and not view.dynamic_sampling else None
         prewarm: tuple = ()
-        if p.prewarm:
-            # the phases begin after the predicted generation (and, for the trainers, last iteration's inference)
+        if p.prewarm and batch.round == 0:
+            # the phases begin after the predicted generation (and, for the trainers, last iteration's inference).
+            # Dynamic sampling: pre-warms go with a step's first round only; the history below covers its later rounds
             self._predicted_gen_s = (preds[n] if n in preds else self.predict_cost(view, batch, pred, group_sizes, n, tp))[0]
             # history corrects the time model's bias: last iteration's actual / predicted generation time
             t_gen = self._predicted_gen_s * self._gen_scale
@@ -331,7 +333,7 @@ class RLHFless(Scheduler):
             train = self._training_slots(view)
             t_train = t_gen + self._last_phase_s.get("inference", 0.0)
             prewarm = tuple(self._timed(view, r, slots, t_gen) for r, slots in layout) + tuple(
-                self._timed(view, f"{m}_trainer", train, t_train) for m in (("critic", "actor") if view.algorithm == "ppo" else ("actor",))
+                self._timed(view, f"{m}_trainer", train, t_train) for m in ("critic", "actor") if m in view.trained_models
             )
         keep = None
         if p.keep_alive_from_history and self._shortest_step_s is not None:
@@ -358,7 +360,7 @@ class RLHFless(Scheduler):
         learner's node first; one data-parallel group per node and role. None when too few GPUs are free."""
         used = {s for spec in specs for s in spec.slots} | (set(prefill.slots) if prefill is not None else set())
         free = [Slot(n, g) for n in reversed(self.node_order(view)) for g in range(view.gpus_per_node) if Slot(n, g) not in used]
-        if len(free) < len(roles):
+        if not roles or len(free) < len(roles):
             return None
         per_role = len(free) // len(roles)
         plans = []
@@ -367,14 +369,6 @@ class RLHFless(Scheduler):
             groups = tuple(tuple(s for s in mine if s.node == n) for n in sorted({s.node for s in mine}))
             plans.append(RolePlan(role, groups))
         return InferencePlan(roles=tuple(plans), sequential=False)
-
-    def _roles(self, view: ClusterView) -> tuple[str, ...]:
-        roles = ["actor_logprob", "reference"]
-        if view.algorithm == "ppo":
-            roles.append("critic")
-        if view.reward is not None:
-            roles.append("reward")
-        return tuple(roles)
 
     def _inference_layout(self, view: ClusterView, roles: tuple[str, ...]) -> list[tuple[str, tuple[Slot, ...]]]:
         per_role = self.p.inference_gpus_per_role or max(1, view.nodes * view.gpus_per_node // max(len(roles), 1))

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 
-from sim.probe.lens import run_lens
 from sim.probe.metrics import token_block
 
 TEXTS = Path(__file__).resolve().parents[2] / "traces" / "texts"
@@ -19,6 +18,8 @@ TEXTS = Path(__file__).resolve().parents[2] / "traces" / "texts"
 
 def reproduce_shipped_prefix(loaded, profile_path: Path | str, n: int = 48) -> tuple[float, float]:
     """(share of equal top-1 agreement rows, share of equal exit-level rows) over the first n positions."""
+    from sim.probe.lens import run_lens  # torch: the probe extra
+
     shipped = json.loads(Path(profile_path).read_text())
     text = (TEXTS / f"{shipped['text']}.txt").read_text()
     ids = loaded.tokenizer(text, add_special_tokens=shipped["settings"]["add_special_tokens"])["input_ids"][: n + 1]

@@ -48,8 +48,8 @@ class Job:
 
 
 def experiment_files() -> list[Path]:
-    """Every experiment YAML shipped under experiments/, in a stable order."""
-    return sorted(p for p in HERE.rglob("*.yaml") if ".venv" not in p.parts)
+    """Every experiment YAML shipped under experiments/, in a stable order (user catalogs in catalogs/ are not experiments)."""
+    return sorted(p for p in HERE.rglob("*.yaml") if ".venv" not in p.parts and "catalogs" not in p.parts)
 
 
 def ablation_jobs() -> list[Job]:

@@ -20,7 +20,8 @@ from sim.config import ExperimentConfig, load_config, merge_preset
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
-EXPERIMENTS = sorted(p for d in ("experiments", "examples") for p in (ROOT / d).rglob("*.yaml"))
+# user catalogs that experiments name (`catalogs:`) live in a catalogs/ folder beside them
+EXPERIMENTS = sorted(p for d in ("experiments", "examples") for p in (ROOT / d).rglob("*.yaml") if "catalogs" not in p.parts)
 
 
 def _generator():

@@ -230,6 +230,20 @@ def test_shipped_smollm2_profile():
     assert prof.tokens is not None and prof.tokens.n_positions == prof.n_tokens - 1
 
 
+def test_shipped_gemma3_profile():
+    """The second measured profile (Gemma 3 270M, base, GGUF Q4_K_M): consistent on load, and leaves less room
+    for early exit than SmolLM2 (docs/early_exit.md section 6). The model itself: bench/check_gemma3_profile.py."""
+    prof = load_profile(SHIPPED.parent / "gemma-3-270m.json")
+    smol = load_profile(SHIPPED)
+    assert prof.synthetic is False and prof.n_layers == 18
+    assert prof.text == smol.text == "us_declaration_of_independence"
+    assert prof.tokens is not None and prof.tokens.n_positions == prof.n_tokens - 1
+    for b in (1, 2, 4, 8, 16, 32, 64):
+        assert prof.expected_max_depth[b] == pytest.approx(prof.expected_max_depth_fraction(b))
+    assert 0.0 < prof.eas < smol.eas
+    assert prof.mean_stable_exit_fraction > smol.mean_stable_exit_fraction
+
+
 def test_token_block_encodes_agreement_and_threshold_levels(profile_doc):
     stats = _random_stats(np.random.default_rng(0))  # the data behind profile_doc
     tokens = profile_doc["tokens"]

@@ -67,7 +67,7 @@ def test_smollm2_short_profile(smol):
 def test_shipped_profile_is_reproduced_on_its_first_positions(smol):
     from pathlib import Path
 
-    from probe_helpers import reproduce_shipped_prefix
+    from sim.probe.check import reproduce_shipped_prefix
 
     agree, levels = reproduce_shipped_prefix(smol, Path(__file__).resolve().parents[1] / "traces" / "exit_profiles" / "smollm2-135m-instruct.json")
     # the same model and text give the same per-position data (float noise may flip a near-tie rarely)

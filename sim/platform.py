@@ -216,9 +216,12 @@ class ServerlessPlatform:
             if self._compute_free(inst.slots, inst):
                 self._claim(inst, req)
                 return True
-        for inst in self._matches(req, ("asleep",)):
+        sleepers = self._matches(req, ("asleep",))
+        for inst in sleepers:
             if self._wake(inst, req):
                 return True
+        if sleepers and not work and self.shared:
+            return False  # a pre-warm waits for its sleeper's GPUs rather than cold-starting a second copy
         return self._cold_start(req)
 
     def _reserve_idle(self, inst: Instance) -> None:

@@ -38,6 +38,7 @@ from sim.schedulers.base import (
     RolloutBatch,
     Scheduler,
     Slot,
+    StartCost,
     TrainingPlan,
     TrainingWork,
     register,
@@ -80,6 +81,10 @@ class RLHFlessParams(RolloutParams):
     # pre-warm delays its phase by at most the rest of its start-up, an early one bills its GPUs while they
     # wait, so neither side is favoured (docs/schedulers.md)
     prewarm_margin: float = Field(0.0, ge=0, le=1)
+    # pre-wake sleeping functions too. Off: a pre-warm is worth it for a function that would cold-start
+    # (tens of seconds); a sleeping one wakes on demand in well under a second or two (platform.wake_s + its
+    # state over PCIe), less than a generation-time misprediction of several seconds would bill its GPUs
+    prewarm_sleepers: bool = False
     # with memory sharing, put functions to sleep as soon as they are idle (not billed; woken before their
     # next phase by the pre-warms) instead of leaving them resident until their memory is needed
     sleep_idle: bool = True
@@ -332,9 +337,9 @@ class RLHFless(Scheduler):
             layout = [] if stream is not None else self._inference_layout(view, roles)
             train = self._training_slots(view)
             t_train = t_gen + self._last_phase_s.get("inference", 0.0)
-            prewarm = tuple(self._timed(view, r, slots, t_gen) for r, slots in layout) + tuple(
-                self._timed(view, f"{m}_trainer", train, t_train) for m in ("critic", "actor") if m in view.trained_models
-            )
+            wanted = [(r, slots, t_gen) for r, slots in layout]
+            wanted += [(f"{m}_trainer", train, t_train) for m in ("critic", "actor") if m in view.trained_models]
+            prewarm = tuple(pw for r, slots, t in wanted if (pw := self._timed(view, r, slots, t)) is not None)
         keep = None
         if p.keep_alive_from_history and self._shortest_step_s is not None:
             keep = self._shortest_step_s + p.keep_alive_buffer_s
@@ -344,15 +349,25 @@ class RLHFless(Scheduler):
             sleep_idle=True if (p.sleep_idle and view.gpu_sharing == "memory") else None,
         )  # fmt: skip
 
-    def _timed(self, view: ClusterView, role: str, slots: tuple[Slot, ...], needed_in_s: float, fraction: float | None = None) -> Prewarm:
+    def _timed(
+        self, view: ClusterView, role: str, slots: tuple[Slot, ...], needed_in_s: float, fraction: float | None = None,
+        cost: StartCost | None = None,
+    ) -> Prewarm | None:  # fmt: skip
         """A pre-warm that should be ready `needed_in_s` from now: started its predicted start-up, plus a
-        margin of that wait, ahead of time (at once when there is no prediction)."""
-        per_node: dict[int, int] = {}
-        for s in slots:
-            per_node[s.node] = per_node.get(s.node, 0) + 1
-        node, gpus = max(per_node.items(), key=lambda kv: (kv[1], -kv[0])) if per_node else (view.learner_node, 1)
-        start = view.start_s(role, gpus, 1, node)[0].seconds
-        after = max(0.0, needed_in_s * (1.0 - self.p.prewarm_margin) - start) if needed_in_s > 0 else 0.0
+        margin of that wait, ahead of time (at once when there is no prediction).
+
+        None when there is nothing worth doing ahead: a resident function, or (unless `prewarm_sleepers`)
+        a sleeping one, whose wake on demand costs less than waking it early by a misprediction would.
+        """
+        if cost is None:
+            per_node: dict[int, int] = {}
+            for s in slots:
+                per_node[s.node] = per_node.get(s.node, 0) + 1
+            node, gpus = max(per_node.items(), key=lambda kv: (kv[1], -kv[0])) if per_node else (view.learner_node, 1)
+            cost = view.start_s(role, gpus, 1, node)[0]
+        if cost.kind == "resident" or (cost.kind == "asleep" and not self.p.prewarm_sleepers):
+            return None
+        after = max(0.0, needed_in_s * (1.0 - self.p.prewarm_margin) - cost.seconds) if needed_in_s > 0 else 0.0
         return Prewarm(role, tuple(slots), after, fraction)
 
     def _stream_plan(self, view: ClusterView, specs: list[ReplicaSpec], prefill: ReplicaSpec | None, roles: tuple[str, ...]) -> InferencePlan | None:
@@ -445,9 +460,12 @@ class RLHFless(Scheduler):
             # when this training (last iteration's duration) and the weight sync are over
             wait = self._last_phase_s.get("training", 0.0) + self._last_phase_s.get("weight_sync", 0.0)
             mem = self.p.gpu_memory_utilization
-            prewarm = tuple(self._timed(view, "rollout", spec.slots, wait, mem) for spec in self._last_specs)
+            specs = self._last_specs
+            costs = view.start_s("rollout", specs[0].tp, len(specs), specs[0].node) if specs else ()
+            timed = [self._timed(view, "rollout", spec.slots, wait, mem, cost) for spec, cost in zip(specs, costs)]
             if self._last_prefill is not None:
-                prewarm += (self._timed(view, "prefill", self._last_prefill.slots, wait, mem),)
+                timed.append(self._timed(view, "prefill", self._last_prefill.slots, wait, mem))
+            prewarm = tuple(pw for pw in timed if pw is not None)
         return TrainingPlan(groups={m: slots for m in work.models}, sequential=True, prewarm=prewarm)
 
     def on_iteration_end(self, stats: IterationStats) -> None:

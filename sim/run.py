@@ -100,14 +100,14 @@ def check_schedulers(cfg: Any, variants: dict[str, Any], file: str) -> None:
     from sim.catalog import suggest
     from sim.config import ConfigError, format_validation_error
     from sim.runner import make_scheduler
-    from sim.schedulers.base import available
+    from sim.schedulers.base import available, lookup
 
-    found = available()
     for i, name in enumerate(cfg.compare):
-        if name not in found:
+        if lookup(name) is None:
+            found = available()
             raise ConfigError(f"{file}: compare[{i}]: unknown scheduler {name!r}{suggest(name, list(found))}; available: {', '.join(sorted(found))}")
     for variant in variants.values():
-        cls = found.get(variant.scheduler.name)
+        cls = lookup(variant.scheduler.name)
         if cls is not None and not hasattr(cls, "error"):
             try:
                 cls.Params.model_validate(variant.scheduler.params)

@@ -75,6 +75,22 @@ def test_plugin_is_available_by_name() -> None:
     assert cls.__module__ == MODULE
 
 
+def test_lookup_is_available_without_scanning_for_builtins(monkeypatch: pytest.MonkeyPatch) -> None:
+    """lookup(name) gives what available() gives; a built-in name is found without reading any package metadata."""
+    from sim.schedulers import base
+
+    found = base.available()
+    assert base.lookup(NAME) is found[NAME]  # a plug-in: found through the entry points
+    assert base.lookup("no-such-scheduler") is None
+
+    def no_scan(**_kw: object) -> None:
+        raise AssertionError("entry points scanned for a built-in scheduler")
+
+    monkeypatch.setattr(base.metadata, "entry_points", no_scan)
+    for name in BUILTINS:
+        assert base.lookup(name) is found[name]
+
+
 def test_plugin_module_is_under_50_lines() -> None:
     assert len((PLUGIN_DIR / f"{MODULE}.py").read_text().splitlines()) < 50
 

@@ -339,6 +339,14 @@ def available() -> dict[str, type[Scheduler]]:
     return found
 
 
+def lookup(name: str) -> type[Scheduler] | None:
+    """`available().get(name)`, without scanning the installed packages' entry points for a built-in name
+    (a plug-in may not shadow one): that scan reads every distribution's metadata, tens of ms per call."""
+    _load_builtins()
+    cls = _REGISTRY.get(name)
+    return cls if cls is not None else available().get(name)
+
+
 def _broken(name: str, exc: Exception) -> type[Scheduler]:
     class Broken(Scheduler):
         error = f"plug-in {name!r} failed to load: {exc}"

@@ -91,6 +91,21 @@ def test_lookup_is_available_without_scanning_for_builtins(monkeypatch: pytest.M
         assert base.lookup(name) is found[name]
 
 
+def test_builtin_modules_list_every_builtin_scheduler() -> None:
+    """lookup imports only BUILTIN_MODULES[name]: the table must name every scheduler the package registers."""
+    import importlib
+    import pkgutil
+
+    import sim.schedulers
+    from sim.schedulers import base
+
+    for mod in pkgutil.iter_modules(sim.schedulers.__path__):
+        importlib.import_module(f"sim.schedulers.{mod.name}")
+    registered = {name: cls.__module__ for name, cls in base._REGISTRY.items() if cls.__module__.startswith("sim.schedulers.")}
+    assert registered == base.BUILTIN_MODULES
+    assert [n for n in base.available() if n in registered] == list(base.BUILTIN_MODULES)  # the order available() lists
+
+
 def test_plugin_module_is_under_50_lines() -> None:
     assert len((PLUGIN_DIR / f"{MODULE}.py").read_text().splitlines()) < 50
 

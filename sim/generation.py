@@ -314,36 +314,28 @@ class GenerationPhase:
 
     # ------------------------------------------------------------------ scheduler actions
     def progress(self, replica: Replica, seqs: list[int]) -> GenerationProgress:
-        reps = self.replicas
-        running, waiting, free_slots, released, ready, free_kv = [], [], [], [], [], []
-        for i, r in enumerate(reps):
-            if r is None:
-                running.append(0)
-                waiting.append(len(self.backlog.get(i, ())))
-                free_slots.append(0)
-                released.append(False)
-                ready.append(False)
-                free_kv.append(0)
-            else:
-                nr, nw = len(r.running), len(r.waiting)
-                running.append(nr)
-                waiting.append(nw)
-                free_slots.append(max(0, r.max_num_seqs - nr - nw))
-                released.append(r.released)
-                ready.append(True)
-                free_kv.append(max(0, r.cap - r.mem))
+        # one pass per field in comprehensions: this runs at every completion an observing scheduler sees
+        reps, backlog = self.replicas, self.backlog
+        running = tuple([len(r.running) if r is not None else 0 for r in reps])
+        waiting = tuple([len(r.waiting) if r is not None else len(backlog.get(i, ())) for i, r in enumerate(reps)])
+        free_slots = tuple(
+            [(f if (f := r.max_num_seqs - nr - nw) > 0 else 0) if r is not None else 0 for r, nr, nw in zip(reps, running, waiting)]
+        )
+        released = tuple([r.released if r is not None else False for r in reps])
+        ready = tuple([r is not None for r in reps])
+        free_kv = tuple([(f if (f := r.cap - r.mem) > 0 else 0) if r is not None else 0 for r in reps])
         return GenerationProgress(
             now_s=self.env.now,
             replica=replica.id,
             finished=tuple(seqs),
             assigned=tuple(self.assigned),
             done=tuple(self.finished_on),
-            running=tuple(running),
-            waiting=tuple(waiting),
-            free_slots=tuple(free_slots),
-            released=tuple(released),
-            ready=tuple(ready),
-            free_kv_tokens=tuple(free_kv),
+            running=running,
+            waiting=waiting,
+            free_slots=free_slots,
+            released=released,
+            ready=ready,
+            free_kv_tokens=free_kv,
             unfinished=lambda i: tuple(reps[i].running) + tuple(reps[i].waiting) if reps[i] else tuple(self.backlog.get(i, ())),
             context_tokens=lambda s: self.table.prompt_tokens[s] + self._generated_now(s),
         )

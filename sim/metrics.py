@@ -69,13 +69,13 @@ def build_tables(
     release_window = np.clip(np.searchsorted(ends, b1, side="left"), 0, max(len(windows) - 1, 0))
     surplus_by_window = np.bincount(release_window, weights=surplus, minlength=len(windows)) if billed else np.zeros(len(windows))
     for idx, (it, phase, w0, w1) in enumerate(windows):
-        busy = float((_overlap(a0, a1, w0, w1) * an).sum()) if acts else 0.0
+        overlap = _overlap(a0, a1, w0, w1) if acts else None
+        busy = float((overlap * an).sum()) if acts else 0.0
         billed_w = float((_overlap(b0, b1, w0, w1) * bn).sum()) if billed else 0.0
         billed_w += float(surplus_by_window[idx])
         participating = set()
-        for a, o in zip(acts, _overlap(a0, a1, w0, w1) if acts else []):
-            if o > 0:
-                participating.update(a.slots)
+        for k in np.flatnonzero(overlap > 0).tolist() if acts else ():  # the window's activities only
+            participating.update(acts[k].slots)
         dur = w1 - w0
         within = max(0.0, len(participating) * dur - busy)
         idle = max(0.0, billed_w - busy)

@@ -753,9 +753,12 @@ class ServerlessPlatform:
             intervals, owed = shared_intervals(periods, billing, {k: i.work for k, i in enumerate(self.instances)})
         else:
             intervals, owed = exclusive_intervals(periods, billing)
+        by_owner: dict[int, list] = {}
+        for p in periods:
+            by_owner.setdefault(p[0], []).append(p)
         out = []
         for idx, inst in enumerate(self.instances):
-            mine = [p for p in periods if p[0] == idx]
+            mine = by_owner.get(idx, [])
             ready = inst.ready_s if inst.ready_s == inst.ready_s else inst.released_s
             out.append(
                 InstanceRecord(

@@ -87,6 +87,11 @@ def template() -> dict[str, Any]:
     return copy.deepcopy(_template())
 
 
+def shared_template() -> dict[str, Any]:
+    """The same template, not copied: for callers that only serialise it (never change it)."""
+    return _template()
+
+
 def plotly_template() -> dict[str, Any]:
     """The same, from the installed plotly (slow: plotly validates the whole template)."""
     import plotly.graph_objects as go

@@ -461,7 +461,7 @@ def _specs_html(specs: dict[str, dict[str, Any]]) -> str:
     """Figure dicts (no template) as the divs plotly.io.to_html writes for them styled with TEMPLATE."""
     parts = []
     for name, spec in specs.items():
-        layout = {"template": plotly_json.template()}  # first, where a styled plotly figure has it
+        layout = {"template": plotly_json.shared_template()}  # first, where a styled plotly figure has it (only serialised)
         layout.update((k, v) for k, v in spec["layout"].items() if k != "template")
         fig = {"data": spec["data"], "layout": layout}
         parts.append(plotly_json.figure_div(fig, f"fig-{name}", {"displaylogo": False}))
@@ -480,6 +480,17 @@ def plotly_js() -> str:
     from plotly.offline import get_plotlyjs  # pragma: no cover - a plotly without package_data/plotly.min.js
 
     return get_plotlyjs()
+
+
+def plotly_js_bytes() -> bytes:
+    """plotly_js() as UTF-8 bytes (what the experiment folder's plotly.min.js holds): the file's own bytes when they
+    need no newline translation, so that 4.8 MB are not decoded and encoded again on every run."""
+    path = plotly_json.plotly_js_path()
+    if path is not None:
+        data = path.read_bytes()
+        if b"\r" not in data:
+            return data
+    return plotly_js().encode("utf-8")
 
 
 def _phases(rows: list[dict[str, Any]]) -> list[str]:

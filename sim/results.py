@@ -100,13 +100,16 @@ def remove_temp_dirs(exp_dir: Path, run_ids: list[str]) -> None:
 
 def write_plotly_js(exp_dir: Path) -> Path:
     """The plotly.js bundle shared by the experiment's run reports (written once; 4.8 MB)."""
-    from sim.report import plotly_js
+    from sim.report import plotly_js_bytes
 
     path = exp_dir / PLOTLY_JS
-    text = plotly_js()
-    if path.is_file() and path.stat().st_size == len(text.encode()) and path.read_text() == text:
+    data = plotly_js_bytes()
+    if path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data:
         return path
-    return write_text_atomic(path, text)
+    tmp = path.with_name(f"{TEMP_PREFIX}{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+    return path
 
 
 def scalar_fields(summary: dict[str, Any]) -> dict[str, Any]:

@@ -100,14 +100,14 @@ def check_schedulers(cfg: Any, variants: dict[str, Any], file: str) -> None:
     from sim.catalog import suggest
     from sim.config import ConfigError, format_validation_error
     from sim.runner import make_scheduler
-    from sim.schedulers.base import available
+    from sim.schedulers.base import available, lookup
 
-    found = available()
     for i, name in enumerate(cfg.compare):
-        if name not in found:
+        if lookup(name) is None:
+            found = available()
             raise ConfigError(f"{file}: compare[{i}]: unknown scheduler {name!r}{suggest(name, list(found))}; available: {', '.join(sorted(found))}")
     for variant in variants.values():
-        cls = found.get(variant.scheduler.name)
+        cls = lookup(variant.scheduler.name)
         if cls is not None and not hasattr(cls, "error"):
             try:
                 cls.Params.model_validate(variant.scheduler.params)
@@ -194,26 +194,28 @@ def print_warnings(summaries: list[dict[str, Any]]) -> None:
         print(f"warning: {w}", file=sys.stderr)
 
 
+def is_bad_input(exc: BaseException) -> bool:
+    """Whether `exc` is bad input. The error classes are imported only now, when there is an error (some live in
+    modules a run does not otherwise need, such as early exit's); if they cannot be imported, it is internal."""
+    try:
+        return isinstance(exc, bad_input_types())
+    except Exception:  # pragma: no cover - the simulator's own modules do not import: an internal error
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        bad = bad_input_types()
-    except Exception:  # pragma: no cover - an import failure is an internal error
-        import traceback
-
-        traceback.print_exc()
-        return INTERNAL
     try:
         if args.png:
             check_png()
         outcome = execute(args)
-    except bad as exc:
-        print(f"error: {with_file(str(exc), str(Path(args.file)))}", file=sys.stderr)
-        return BAD_INPUT
     except KeyboardInterrupt:
         print("interrupted: finished runs are kept; run the same command again to resume", file=sys.stderr)
         return 130
     except Exception as exc:
+        if is_bad_input(exc):
+            print(f"error: {with_file(str(exc), str(Path(args.file)))}", file=sys.stderr)
+            return BAD_INPUT
         import traceback
 
         print(f"internal error: {type(exc).__name__}: {exc}", file=sys.stderr)

@@ -28,7 +28,7 @@ from sim.recipes import Recipe
 from sim.rlhf import run_iteration, run_startup
 from sim.roles import RoleBook
 from sim.runtime import GpuPool, Recorder, RunContext
-from sim.schedulers.base import ClusterView, Scheduler, Slot, StartCost, available
+from sim.schedulers.base import ClusterView, Scheduler, Slot, StartCost, available, lookup
 from sim.workload import make_workload
 
 
@@ -72,13 +72,13 @@ def resolve_gpu(spec: str | dict[str, Any], catalog: Catalog) -> GpuSpec:
 
 
 def make_scheduler(cfg: ExperimentConfig, rng: np.random.Generator, file: str = "experiment") -> Scheduler:
-    found = available()
     name = cfg.scheduler.name
-    if name not in found:
+    cls = lookup(name)
+    if cls is None:
+        found = available()
         raise ConfigError(
             f"{file}: scheduler.name: unknown scheduler {name!r}{suggest(name, list(found))}; available: {', '.join(sorted(found))}"
         )
-    cls = found[name]
     if hasattr(cls, "error"):
         raise ConfigError(f"{file}: scheduler.name: {cls.error}")
     try:

@@ -154,11 +154,13 @@ def test_same_config_twice_gives_identical_bytes(quickstart_runs) -> None:
 
 def test_a_quiet_run_imports_only_what_it_needs(tmp_path: Path) -> None:
     """Start-up: networkx (topology paths walk a tree), plotly (run reports are written from figure dicts),
-    rich (nothing printed), pandas and scipy are imported where first needed, and a quiet run needs none."""
+    rich (nothing printed), pandas and scipy are imported where first needed, and a quiet run needs none; nor
+    early exit's modules and the other schedulers' when the run uses neither (the quickstart runs verl)."""
+    unneeded = ("networkx", "plotly", "rich", "pandas", "scipy", "sim.perf.early_exit", "sim.probe", "sim.perf.table", "sim.schedulers.rlhfless")
     code = (
         "import json, sys; from sim.run import main; "
         f"code = main([{QUICKSTART!r}, '--out', {str(tmp_path)!r}, '--quiet', '--workers', '1']); "
-        "print(json.dumps([code, sorted(m for m in ('networkx', 'plotly', 'rich', 'pandas', 'scipy') if m in sys.modules)]))"
+        f"print(json.dumps([code, sorted(m for m in {unneeded!r} if m in sys.modules)]))"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert json.loads(out.stdout.strip().splitlines()[-1]) == [0, []]

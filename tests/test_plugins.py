@@ -75,6 +75,37 @@ def test_plugin_is_available_by_name() -> None:
     assert cls.__module__ == MODULE
 
 
+def test_lookup_is_available_without_scanning_for_builtins(monkeypatch: pytest.MonkeyPatch) -> None:
+    """lookup(name) gives what available() gives; a built-in name is found without reading any package metadata."""
+    from sim.schedulers import base
+
+    found = base.available()
+    assert base.lookup(NAME) is found[NAME]  # a plug-in: found through the entry points
+    assert base.lookup("no-such-scheduler") is None
+
+    def no_scan(**_kw: object) -> None:
+        raise AssertionError("entry points scanned for a built-in scheduler")
+
+    monkeypatch.setattr(base.metadata, "entry_points", no_scan)
+    for name in BUILTINS:
+        assert base.lookup(name) is found[name]
+
+
+def test_builtin_modules_list_every_builtin_scheduler() -> None:
+    """lookup imports only BUILTIN_MODULES[name]: the table must name every scheduler the package registers."""
+    import importlib
+    import pkgutil
+
+    import sim.schedulers
+    from sim.schedulers import base
+
+    for mod in pkgutil.iter_modules(sim.schedulers.__path__):
+        importlib.import_module(f"sim.schedulers.{mod.name}")
+    registered = {name: cls.__module__ for name, cls in base._REGISTRY.items() if cls.__module__.startswith("sim.schedulers.")}
+    assert registered == base.BUILTIN_MODULES
+    assert [n for n in base.available() if n in registered] == list(base.BUILTIN_MODULES)  # the order available() lists
+
+
 def test_plugin_module_is_under_50_lines() -> None:
     assert len((PLUGIN_DIR / f"{MODULE}.py").read_text().splitlines()) < 50
 

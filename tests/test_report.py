@@ -44,6 +44,9 @@ def test_run_report_loads_the_shared_plotly_js_and_holds_every_figure(sweep_dir:
         assert f'id="{div}"' in page
     assert "n1g7" in page  # the GPU Gantt has a row per GPU of both nodes
     assert (sweep_dir / "plotly.min.js").stat().st_size > 1_000_000
+    from plotly.offline import get_plotlyjs
+
+    assert (sweep_dir / "plotly.min.js").read_bytes() == get_plotlyjs().encode("utf-8")  # plotly's own, as UTF-8
 
 
 def test_gpu_gantt_uses_activities_when_present(sweep_dir: Path) -> None:

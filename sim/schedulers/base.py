@@ -328,17 +328,30 @@ def register(cls: type[Scheduler]) -> type[Scheduler]:
     return cls
 
 
-def _load_builtins() -> None:
-    import sim.schedulers.rlhfless  # noqa: F401
-    import sim.schedulers.rlhfuse  # noqa: F401
-    import sim.schedulers.serverless  # noqa: F401
-    import sim.schedulers.verl  # noqa: F401
+#: each built-in scheduler's module, in the order `available()` lists them (a test checks this against the
+#: registry): `lookup` imports only the module of the scheduler asked for
+BUILTIN_MODULES = {
+    "verl": "sim.schedulers.verl",
+    "rlhfless": "sim.schedulers.rlhfless",
+    "oracle": "sim.schedulers.rlhfless",
+    "rlhfuse": "sim.schedulers.rlhfuse",
+    "serverless": "sim.schedulers.serverless",
+}
+
+
+def _load_builtins(name: str | None = None) -> None:
+    """Import the built-in schedulers' modules (they register themselves), or only the one of `name`."""
+    from importlib import import_module
+
+    for module in dict.fromkeys(BUILTIN_MODULES.values()) if name is None else (BUILTIN_MODULES[name],):
+        import_module(module)
 
 
 def available() -> dict[str, type[Scheduler]]:
     """Built-ins plus plug-ins from the `sim.schedulers` entry-point group (a plug-in may not shadow a built-in)."""
     _load_builtins()
-    found = dict(_REGISTRY)
+    found = {name: _REGISTRY[name] for name in BUILTIN_MODULES if name in _REGISTRY}
+    found.update(_REGISTRY)  # and any registered otherwise (a test's)
     for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
         if ep.name in found:
             continue
@@ -350,6 +363,15 @@ def available() -> dict[str, type[Scheduler]]:
         if isinstance(cls, type) and issubclass(cls, Scheduler):
             found[ep.name] = cls
     return found
+
+
+def lookup(name: str) -> type[Scheduler] | None:
+    """`available().get(name)`, without scanning the installed packages' entry points for a built-in name
+    (a plug-in may not shadow one): that scan reads every distribution's metadata, tens of ms per call."""
+    if name in BUILTIN_MODULES:
+        _load_builtins(name)
+    cls = _REGISTRY.get(name)
+    return cls if cls is not None else available().get(name)
 
 
 def _broken(name: str, exc: Exception) -> type[Scheduler]:

@@ -442,6 +442,9 @@ def run_plan(
             write_ready()
     except KeyboardInterrupt:
         remove_temp_dirs(exp_dir, list(runs))
+        for r in plan.runs:  # the interrupt may land after a run's directory is in place, before `done` knows it
+            if r.run_id not in done and is_complete(exp_dir / r.run_id, r.config_text):
+                done[r.run_id] = json.loads((exp_dir / r.run_id / "summary.json").read_text())
         if exp_dir.is_dir():
             write_tables(plan, exp_dir, done, finished, report=False)
         raise

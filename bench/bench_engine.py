@@ -44,9 +44,9 @@ import simpy.events
 
 from sim.catalog import load_catalog
 from sim.config import load_config
-from sim.engine import Replica, SeqTable
+from sim.rollout.replica import Replica, SeqTable
 from sim.perf.roofline import RooflineModel
-from sim.runner import simulate
+from sim.simulation import simulate
 
 ROOT = Path(__file__).resolve().parent.parent
 LARGE = ROOT / "experiments" / "paper" / "large_scale_verl.yaml"
@@ -255,7 +255,7 @@ from pydantic import BaseModel
 class _First(BaseModel):  # pydantic builds its first model (and looks for pydantic plug-ins) once per process
     x: int
 tdeps = time.perf_counter()
-import sim.run, sim.config, sim.sweep, sim.runner, sim.report, sim.results  # the simulator's modules a run needs up front
+import sim.cli, sim.config, sim.sweep, sim.simulation, sim.output.report, sim.output.run_files  # the simulator's modules a run needs up front
 t1 = time.perf_counter()
 import sim.catalog
 spent = {}
@@ -269,10 +269,10 @@ def timed(mod, name, key):
             spent[key] = spent.get(key, 0.0) + time.perf_counter() - t
     setattr(mod, name, wrapper)
 timed(sim.catalog, "_load_catalog", "catalog")
-timed(sim.runner, "simulate", "simulation")
-timed(sim.report, "run_report_html", "report")
-timed(sim.results, "write_run", "writing")
-code = sim.run.main(sys.argv[1:])
+timed(sim.simulation, "simulate", "simulation")
+timed(sim.output.report, "run_report_html", "report")
+timed(sim.output.run_files, "write_run", "writing")
+code = sim.cli.main(sys.argv[1:])
 spent["dependencies"] = tdeps - t0
 spent["imports"] = t1 - tdeps
 spent["main"] = time.perf_counter() - t1

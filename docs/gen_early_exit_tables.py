@@ -155,7 +155,7 @@ def tradeoff_table() -> str:
     import yaml
 
     from sim.config import validate
-    from sim.runner import simulate
+    from sim.simulation import simulate
     from sim.sweep import expand
 
     raw = yaml.safe_load(EXPERIMENT.read_text())

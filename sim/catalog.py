@@ -16,12 +16,10 @@ from typing import Any, Iterable
 
 from sim import yaml_io
 
+from sim.errors import CatalogError  # noqa: F401 (re-exported)
+
 WORKLOADS_DIR = Path(__file__).resolve().parent.parent / "workloads"
 BYTES_PER_GB = 1e9
-
-
-class CatalogError(ValueError):
-    """A catalog file is missing, malformed, or names something it does not hold."""
 
 
 def suggest(name: str, choices: list[str]) -> str:

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from sim.billing import BilledInterval, InstanceRecord, billed_seconds, lifetime_intervals
-from sim.runtime import Recorder
+from sim.resources.billing import BilledInterval, InstanceRecord, billed_seconds, lifetime_intervals
+from sim.recording import Recorder
 
 ITERATION_COLUMNS = [
     "iteration", "phase", "start_s", "end_s", "duration_s", "busy_gpu_s", "billed_gpu_s", "idle_gpu_s",

@@ -3,7 +3,7 @@
 A recipe is `workload.algorithm` (grpo, ppo, dapo, rloo, reinforce_pp) plus its switches: the KL term
 against a frozen reference model (in the loss, in the reward, or none: no reference role at all), the
 old-log-prob recompute, a learned or rule-based reward, and DAPO's dynamic sampling. Every consumer reads
-the roles from here: the iteration (sim/rlhf.py), the inference and training plans, a serverful job's
+the roles from here: the iteration (sim/phases/iteration.py), the inference and training plans, a serverful job's
 start-up, and schedulers through `ClusterView.inference_roles` / `trained_models` (RLHFless pre-warms).
 
 `RECIPES` holds each algorithm's published defaults with their sources (docs/experiment.md, "Recipes";
@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from sim.roles import ACTOR_LOGPROB, ACTOR_TRAINER, CRITIC, CRITIC_TRAINER, PREFILL, REFERENCE, REWARD, ROLLOUT
+from sim.resources.roles import ACTOR_LOGPROB, ACTOR_TRAINER, CRITIC, CRITIC_TRAINER, PREFILL, REFERENCE, REWARD, ROLLOUT
 
 if TYPE_CHECKING:  # pragma: no cover
     from sim.config import ExperimentConfig

@@ -15,10 +15,12 @@ from typing import Any
 import yaml
 from yaml.nodes import MappingNode
 
+from sim.errors import BadInput
+
 MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
-class YamlError(ValueError):
+class YamlError(BadInput):
     """A text that is not valid YAML (or repeats a key); `where` locates the problem, `problem` says it."""
 
     def __init__(self, problem: str, line: int | None = None, column: int | None = None):

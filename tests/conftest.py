@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-import sim.runner
-from sim.runtime import Recorder
+import sim.simulation
+from sim.recording import Recorder
 
 
 @pytest.fixture
@@ -18,5 +18,5 @@ def recorders(monkeypatch):
             super().__init__(*args, **kwargs)
             seen.append(self)
 
-    monkeypatch.setattr(sim.runner, "Recorder", Capturing)
+    monkeypatch.setattr(sim.simulation, "Recorder", Capturing)
     return seen

@@ -158,7 +158,7 @@ def test_a_quiet_run_imports_only_what_it_needs(tmp_path: Path) -> None:
     early exit's modules and the other schedulers' when the run uses neither (the quickstart runs verl)."""
     unneeded = ("networkx", "plotly", "rich", "pandas", "scipy", "sim.perf.early_exit", "sim.probe", "sim.perf.table", "sim.schedulers.rlhfless")
     code = (
-        "import json, sys; from sim.run import main; "
+        "import json, sys; from sim.cli import main; "
         f"code = main([{QUICKSTART!r}, '--out', {str(tmp_path)!r}, '--quiet', '--workers', '1']); "
         f"print(json.dumps([code, sorted(m for m in {unneeded!r} if m in sys.modules)]))"
     )
@@ -266,7 +266,7 @@ BAD_OVERRIDES: dict[str, tuple[list[str], list[str]]] = {
         ["--set 'cluster={nodes: 1", "key 'nodes' repeats the key at line 1, column 2", "not valid YAML at line 1, column 30"],
     ),
 }  # fmt: skip
-# the cases run as real subprocesses (the others call sim.run.main in this process: same code, no startup cost)
+# the cases run as real subprocesses (the others call sim.cli.main in this process: same code, no startup cost)
 SUBPROCESS_CASES = ("unknown-key", "memory-infeasible")
 
 
@@ -317,7 +317,7 @@ def test_bad_input_exits_2_naming_file_and_field(bad_runs, case: str) -> None:
 def test_bad_input_in_process(
     case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from sim.run import main
+    from sim.cli import main
 
     monkeypatch.chdir(ROOT)
     overrides, needles = BAD_OVERRIDES[case]
@@ -379,7 +379,7 @@ def test_user_catalog_adds_a_gpu_and_a_model_that_a_run_uses(tmp_path: Path) -> 
 
 
 def test_an_experiment_file_that_repeats_a_key_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from sim.run import main
+    from sim.cli import main
 
     text = (ROOT / QUICKSTART).read_text()
     path = tmp_path / "dup.yaml"
@@ -401,20 +401,20 @@ def test_an_experiment_file_that_repeats_a_key_exits_2(tmp_path: Path, capsys: p
 
 
 def test_internal_error_exits_1(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    import sim.runner
-    from sim.run import main
+    import sim.simulation
+    from sim.cli import main
 
     def broken(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(sim.runner, "simulate", broken)
+    monkeypatch.setattr(sim.simulation, "simulate", broken)
     assert main([str(ROOT / QUICKSTART), "--out", str(tmp_path), "--quiet", "--workers", "1"]) == 1
     err = capsys.readouterr().err
     assert "internal error: RuntimeError: boom" in err
 
 
 def test_bad_command_line_option_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from sim.run import main
+    from sim.cli import main
 
     path = str(ROOT / QUICKSTART)
     assert main([path, "--out", str(tmp_path), "--workers", "0"]) == 2

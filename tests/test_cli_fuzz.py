@@ -106,7 +106,7 @@ def documents(draw: st.DrawFn) -> str:
 @settings(max_examples=70, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(documents())
 def test_random_documents_exit_0_or_2_without_a_traceback(capsys: pytest.CaptureFixture[str], text: str) -> None:
-    from sim.run import main
+    from sim.cli import main
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "fuzz.yaml"

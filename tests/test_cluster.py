@@ -3,7 +3,7 @@
 import pytest
 
 from sim.catalog import load_catalog
-from sim.cluster import Cluster
+from sim.hardware.cluster import Cluster
 
 
 def cluster(nodes=2):

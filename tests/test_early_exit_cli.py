@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sim.early_exit_report import KEYS
-from sim.run import main
+from sim.output.early_exit_report import KEYS
+from sim.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 PROFILE = ROOT / "traces" / "exit_profiles" / "smollm2-135m-instruct.json"

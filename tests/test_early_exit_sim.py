@@ -14,7 +14,7 @@ from sim.perf.base import steps_sum_s
 from sim.perf.early_exit import Choice, EarlyExit, EarlyExitError, choose, exit_layers
 from sim.perf.roofline import RooflineModel
 from sim.probe.profile import expected_max_depth_fraction, load_profile, profile_from_dict
-from sim.runner import simulate
+from sim.simulation import simulate
 
 ROOT = Path(__file__).resolve().parent.parent
 SMOLLM2 = ROOT / "traces" / "exit_profiles" / "smollm2-135m-instruct.json"

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sim.catalog import load_catalog
-from sim.engine import Replica, SchedulerActionError, SeqTable, landing_delays
+from sim.rollout.replica import Replica, SchedulerActionError, SeqTable, landing_delays
 from sim.perf.base import StepCoeffs, steps_sum_s
 from sim.perf.roofline import RooflineModel
 

@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sim.config import ConfigError, validate
-from sim.run import bad_input_types
-from sim.runner import simulate
+from sim.errors import BadInput
+from sim.simulation import simulate
 
 ROOT = Path(__file__).resolve().parent.parent
 PROFILE = str(ROOT / "traces" / "exit_profiles" / "smollm2-135m-instruct.json")
@@ -85,12 +85,12 @@ def test_random_runs_finish_every_sample_or_refuse_the_input(p):
         return
     try:
         result = simulate(cfg)
-    except bad_input_types():
+    except BadInput:
         return  # e.g. a model that does not fit the GPUs given: refused with exit 2 by the CLI
     baseline = dict(p, scheduler="verl", mtbf=None, mode="analytic", early_exit=False)
     try:
         reference = simulate(validate(raw_config(baseline), "fuzz"))
-    except bad_input_types():
+    except BadInput:
         reference = None
     for i, (gen, fin) in enumerate(zip(result.generated, result.completion_s)):
         assert np.all(gen > 0) and np.all(np.isfinite(fin))

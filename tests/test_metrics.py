@@ -17,9 +17,9 @@ import pytest
 from sim.catalog import load_catalog
 from sim.config import BillingConfig, ExperimentConfig, validate
 from sim.metrics import INSTANCE_COLUMNS, ITERATION_COLUMNS, PHASE_ORDER, build_tables, compare_ratios
-from sim.billing import InstanceRecord
-from sim.runner import RunResult, simulate
-from sim.runtime import Recorder
+from sim.resources.billing import InstanceRecord
+from sim.simulation import RunResult, simulate
+from sim.recording import Recorder
 from sim.schedulers.base import Slot
 from sim.workload import make_workload
 
@@ -368,7 +368,7 @@ def test_every_reported_quantity_is_in_the_glossary(small) -> None:
     """docs/metrics.md defines every summary key and every column, so a new one must be documented."""
     from pathlib import Path
 
-    from sim.results import ACTIVITY_COLUMNS
+    from sim.output.run_files import ACTIVITY_COLUMNS
 
     glossary = (Path(__file__).resolve().parent.parent / "docs" / "metrics.md").read_text()
     _, res = small

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import simpy
 
-from sim.billing import billed_seconds
+from sim.resources.billing import billed_seconds
 from sim.catalog import load_catalog
-from sim.cluster import Cluster
+from sim.hardware.cluster import Cluster
 from sim.config import BillingConfig, PlatformConfig
-from sim.platform import DRAM_CACHE_FRACTION, ServerlessPlatform
-from sim.roles import RoleBook
-from sim.runner import simulate
+from sim.resources.platform import DRAM_CACHE_FRACTION, ServerlessPlatform
+from sim.resources.roles import RoleBook
+from sim.simulation import simulate
 from sim.schedulers.base import Slot
 
 from helpers import experiment

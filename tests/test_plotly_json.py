@@ -1,4 +1,4 @@
-"""sim/plotly_json.py: figure dicts written as plotly.io.to_html writes them, without importing plotly."""
+"""sim/output/plotly_json.py: figure dicts written as plotly.io.to_html writes them, without importing plotly."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ import plotly.graph_objects as go
 import plotly.io as pio
 import pytest
 
-from sim import plotly_json
-from sim.report import LEGEND, run_figure_specs
+from sim.output import plotly_json
+from sim.output.report import LEGEND, run_figure_specs
 
 
 def test_the_template_file_is_what_the_installed_plotly_writes() -> None:
-    """If this fails after a plotly upgrade: python -m sim.plotly_json (reports then change bytes, not meaning)."""
+    """If this fails after a plotly upgrade: python -m sim.output.plotly_json (reports then change bytes, not meaning)."""
     assert json.dumps(plotly_json.template()) == json.dumps(plotly_json.plotly_template())
     assert plotly_json.main(["--check"]) == 0
 
@@ -62,7 +62,7 @@ def test_run_figure_dicts_are_what_plotly_validates_them_to() -> None:
 
 def test_a_run_report_needs_no_plotly_import() -> None:
     code = (
-        "import sys, json; from sim.report import run_report_html; "
+        "import sys, json; from sim.output.report import run_report_html; "
         "page = run_report_html({'name': 'n', 'run_id': 'r', 'phases': {}}, [], [], []); "
         "print(json.dumps(['plotly' in sys.modules, page.count('Plotly.newPlot(')]))"
     )

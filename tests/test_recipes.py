@@ -1,4 +1,4 @@
-"""Recipes end to end (sim/recipes.py, sim/dynamic_sampling.py): per recipe the phases that run, the roles
+"""Recipes end to end (sim/recipes.py, sim/rollout/dynamic_sampling.py): per recipe the phases that run, the roles
 instantiated and the GPU-seconds billed; the reference and the old-log-prob pass switched off; DAPO's
 dynamic sampling rounds; schedulers reading the roles from the view."""
 
@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 
 from sim.catalog import load_catalog
-from sim.cluster import Cluster
+from sim.hardware.cluster import Cluster
 from sim.config import validate
-from sim.dynamic_sampling import DynamicSampler
+from sim.rollout.dynamic_sampling import DynamicSampler
 from sim.recipes import RECIPES, Recipe
-from sim.roles import RoleBook
-from sim.runner import simulate
+from sim.resources.roles import RoleBook
+from sim.simulation import simulate
 from sim.schedulers import base as sched_base
 from sim.schedulers.base import Prewarm
 from sim.schedulers.rlhfless import RLHFless
@@ -211,7 +211,7 @@ def test_an_inference_phase_with_no_roles_is_empty_and_unbilled_by_functions():
 
 # ------------------------------------------------------------------------------------------- dynamic sampling
 def expected_rounds(cfg):
-    """The rounds a run draws, rebuilt as sim/runner.py builds them (workload stream 0, filter stream 3)."""
+    """The rounds a run draws, rebuilt as sim/simulation.py builds them (workload stream 0, filter stream 3)."""
     streams = np.random.default_rng(cfg.seed).spawn(4)
     workload = make_workload(cfg.workload, CAT.dataset(cfg.workload.dataset), None, streams[0], Path("."), model=cfg.model)
     sampler = DynamicSampler(workload, cfg.workload.dynamic_sampling, cfg.workload.prompts_per_iteration, streams[3])

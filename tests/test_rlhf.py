@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from sim.catalog import load_catalog
-from sim.memory import InfeasibleError
+from sim.hardware.memory import InfeasibleError
 from sim.perf.base import steps_sum_s
 from sim.perf.roofline import RooflineModel
-from sim.runner import simulate
+from sim.simulation import simulate
 
 from helpers import experiment
 
@@ -167,7 +167,7 @@ def test_reserve_admission_agrees_between_analytic_and_step_modes():
 )
 def test_unwatched_replicas_change_no_result(monkeypatch, over):
     """A phase nobody watches lets its replicas run their batches without yielding; every number stays the same."""
-    from sim.generation import GenerationPhase
+    from sim.rollout.phase import GenerationPhase
 
     fast = simulate(config(**over))
     if "engine__gpu_memory_utilization" in over:
@@ -181,7 +181,7 @@ def test_unwatched_replicas_change_no_result(monkeypatch, over):
 
 
 def test_replicas_are_watched_when_a_scheduler_observes_or_instances_can_crash():
-    from sim.generation import GenerationPhase
+    from sim.rollout.phase import GenerationPhase
 
     seen = []
     original = GenerationPhase.on_idle

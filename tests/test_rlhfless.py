@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sim.catalog import load_catalog
-from sim.cluster import Cluster
-from sim.memory import kv_capacity_tokens
+from sim.hardware.cluster import Cluster
+from sim.hardware.memory import kv_capacity_tokens
 from sim.perf.roofline import RooflineModel
 from sim.schedulers.base import ClusterView, GenerationProgress, Migrate, Release, RolloutBatch, Slot, StartCost
 from sim.schedulers.rlhfless import LengthPredictor, Oracle, RLHFless, RLHFlessParams, chunk_ranked, predict_decode_s
@@ -25,7 +25,7 @@ SMALL = CAT.model("qwen2.5-0.5b")
 
 def make_view(nodes: int = 1, gpus_per_node: int = 8, model=SMALL, startup_s: float = 0.0, warm: dict | None = None,
               starts: tuple[float, ...] = (), iterations: int = 1) -> ClusterView:  # fmt: skip
-    """A ClusterView built like sim/runner.py's view_at, for a bare cluster at t=0.
+    """A ClusterView built like sim/simulation.py's view_at, for a bare cluster at t=0.
 
     `starts`: what the platform would charge successive requests to start (then `startup_s` for the rest).
     """

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from sim.catalog import load_catalog
-from sim.memory import forward_peak_bytes, training_peak_bytes
-from sim.roles import ROLES, RoleBook, RoleError
+from sim.hardware.memory import forward_peak_bytes, training_peak_bytes
+from sim.resources.roles import ROLES, RoleBook, RoleError
 
 CAT = load_catalog()
 GPU = CAT.gpu("L40S")

@@ -20,10 +20,10 @@ from hypothesis import strategies as st
 
 from sim.catalog import load_catalog
 from sim.config import validate
-from sim.runner import simulate
+from sim.simulation import simulate
 
 from helpers import experiment
-from sim.runtime import Recorder
+from sim.recording import Recorder
 from sim.schedulers import base as sched_base
 from sim.schedulers.rlhfless import RLHFless
 from sim.schedulers.serverless import Serverless
@@ -299,14 +299,14 @@ def check_invariants(result, cfg, expected_generated: list[np.ndarray]) -> None:
 
 def workload_lengths(cfg) -> tuple[np.ndarray, ...]:
     """Every sample each iteration must generate: the workload's, or with dynamic sampling every round's
-    (rebuilt as sim/runner.py builds them: workload stream 0, the group filter stream 3)."""
+    (rebuilt as sim/simulation.py builds them: workload stream 0, the group filter stream 3)."""
     ds = cfg.workload.dataset
     dataset = CAT.dataset(ds) if isinstance(ds, str) else ds
     model = cfg.model if isinstance(cfg.model, str) else None  # the actor's name picks the dataset's by_model override
     streams = np.random.default_rng(cfg.seed).spawn(4)
     workload = make_workload(cfg.workload, dataset, None, streams[0], Path("."), model=model)
     if cfg.workload.dynamic_sampling.enabled:
-        from sim.dynamic_sampling import DynamicSampler
+        from sim.rollout.dynamic_sampling import DynamicSampler
 
         sampler = DynamicSampler(workload, cfg.workload.dynamic_sampling, cfg.workload.prompts_per_iteration, streams[3])
         return tuple(np.concatenate([r.response_tokens for r in sampler.step(i).rounds]) for i in range(cfg.iterations))

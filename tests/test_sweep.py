@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from sim.config import ConfigError, validate
-from sim.run import main
+from sim.cli import main
 from sim.schedulers import base
 from sim.schedulers.verl import Verl, VerlParams
 from sim.sweep import MAX_RUN_ID_CHARS, expand, format_value, slug
@@ -211,16 +211,16 @@ def test_an_infeasible_sweep_point_is_recorded_and_the_others_finish(tmp_path: P
 
 
 def test_an_internal_error_in_one_run_is_recorded_with_exit_1(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    import sim.runner
+    import sim.simulation
 
-    real = sim.runner.simulate
+    real = sim.simulation.simulate
 
     def flaky(cfg, *args, **kwargs):
         if cfg.seed == 1:
             raise RuntimeError("boom")
         return real(cfg, *args, **kwargs)
 
-    monkeypatch.setattr(sim.runner, "simulate", flaky)
+    monkeypatch.setattr(sim.simulation, "simulate", flaky)
     path = write_experiment(tmp_path, "flaky", iterations=1, sweep={"seed": [0, 1, 2]})
     assert main([str(path), "--out", str(tmp_path / "out"), "--workers", "1", "--quiet"]) == 1
     rows = read_rows(tmp_path / "out" / "flaky" / "runs.csv")

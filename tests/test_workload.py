@@ -625,7 +625,7 @@ def test_bad_runaway_fields_name_the_field(runaway: Any, field: str) -> None:
 
 
 def test_the_runner_picks_the_actors_override() -> None:
-    from sim.runner import simulate
+    from sim.simulation import simulate
 
     from helpers import experiment
 
@@ -649,7 +649,7 @@ def test_the_runner_picks_the_actors_override() -> None:
 
 
 # ---------------------------------------------------------------------------------------------- stream draws
-# Dynamic sampling (sim/dynamic_sampling.py) reads rounds of any size from the prompt stream with `draw`.
+# Dynamic sampling (sim/rollout/dynamic_sampling.py) reads rounds of any size from the prompt stream with `draw`.
 
 
 @pytest.mark.parametrize("i", [0, 1, 6, 13])  # 13 straddles an epoch of a 50-prompt pool with P=16

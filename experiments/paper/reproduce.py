@@ -59,7 +59,7 @@ def ablation_slug(label: str) -> str:
 
 
 def run(file: Path, out: Path, workers: int, extra: list[str] | None = None) -> None:
-    from sim.run import main
+    from sim.cli import main
 
     args = [str(file), "--out", str(out), "--quiet", "--workers", str(workers)]
     for item in extra or []:

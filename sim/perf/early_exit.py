@@ -29,14 +29,11 @@ from typing import Any
 import numpy as np
 
 from sim.catalog import ModelSpec
+from sim.errors import EarlyExitError  # noqa: F401 (re-exported)
 from sim.probe.profile import ExitProfile, OperatingPoint, ProfileError, expected_max_depth_fraction, load_profile
 
 #: candidate exits about every L/8 layers (../shared/research/early_exit.md section 7 item 7)
 CANDIDATE_EXITS = 8
-
-
-class EarlyExitError(ValueError):
-    """An early-exit setting the profile cannot support; names the file and the setting."""
 
 
 @dataclass(frozen=True)

@@ -14,14 +14,11 @@ from pathlib import Path
 import numpy as np
 
 from sim.catalog import GpuSpec, ModelSpec
+from sim.errors import TableError  # noqa: F401 (re-exported)
 from sim.perf.base import StepCoeffs
 from sim.perf.roofline import RooflineModel, RooflineParams
 
 COLUMNS = ("batch_size", "context_tokens", "step_s")
-
-
-class TableError(ValueError):
-    """A malformed step-time table; the message names the file and the line."""
 
 
 def read_table(path: Path) -> dict[int, tuple[float, float]]:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from sim.errors import BadInput
 
-class ProbeError(Exception):
+
+class ProbeError(BadInput):
     """A user-facing probe error: the CLI prints its message on one line and exits 2."""
 
 

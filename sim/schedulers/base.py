@@ -1,7 +1,7 @@
 """The scheduler interface (design.md section 5): snapshots in, decisions out, as plain data.
 
 A scheduler never touches SimPy objects. It reads a `ClusterView` and the work at hand and returns plans
-and actions; the mechanism (`sim/generation.py`, `sim/rlhf.py`) carries them out and checks them.
+and actions; the mechanism (`sim/rollout/phase.py`, `sim/phases/iteration.py`) carries them out and checks them.
 Built-in schedulers register with `@register`; third-party ones through the `sim.schedulers`
 entry-point group. Each has its own pydantic `Params`.
 """
@@ -15,12 +15,10 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from sim.errors import PlanError  # noqa: F401 (re-exported)
+
 if TYPE_CHECKING:
     from sim.catalog import GpuSpec, ModelSpec
-
-
-class PlanError(ValueError):
-    """A scheduler's parameters do not fit the cluster or workload (bad input: exit 2, names the parameter)."""
 
 
 class NoParams(BaseModel):

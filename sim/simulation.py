@@ -17,23 +17,20 @@ import simpy
 from pydantic import ValidationError
 
 from sim.catalog import Catalog, CatalogError, GpuSpec, ModelSpec, gpu_from_mapping, load_catalog, model_from_mapping, suggest
-from sim.cluster import Cluster
+from sim.errors import NotImplementedYet  # noqa: F401 (re-exported)
+from sim.hardware.cluster import Cluster
 from sim.config import ConfigError, ExperimentConfig, format_validation_error
 from sim.metrics import build_tables, summarize
 from sim.perf import build_perf
-from sim.allocation import ServerfulAllocator, ServerlessAllocator
-from sim.billing import lifetime_intervals, serverful_instances
-from sim.platform import ServerlessPlatform
+from sim.resources.leases import ServerfulAllocator, ServerlessAllocator
+from sim.resources.billing import lifetime_intervals, serverful_instances
+from sim.resources.platform import ServerlessPlatform
 from sim.recipes import Recipe
-from sim.rlhf import run_iteration, run_startup
-from sim.roles import RoleBook
-from sim.runtime import GpuPool, Recorder, RunContext
+from sim.phases.iteration import run_iteration, run_startup
+from sim.resources.roles import RoleBook
+from sim.recording import GpuPool, Recorder, RunContext
 from sim.schedulers.base import ClusterView, Scheduler, Slot, StartCost, available, lookup
 from sim.workload import make_workload
-
-
-class NotImplementedYet(ValueError):
-    """A config section that a later part of the project implements; refused, never silently ignored."""
 
 
 @dataclass
@@ -132,7 +129,7 @@ def simulate(
     workload = make_workload(cfg.workload, dataset, trace, workload_rng, base_dir, model=actor.name)
     sampler = None
     if recipe.dynamic_sampling:
-        from sim.dynamic_sampling import DynamicSampler
+        from sim.rollout.dynamic_sampling import DynamicSampler
 
         sampler = DynamicSampler(workload, cfg.workload.dynamic_sampling, cfg.workload.prompts_per_iteration, sampling_rng)
 
@@ -165,7 +162,7 @@ def simulate(
         recipe=recipe, platform=platform, sampler=sampler,
     )  # fmt: skip
 
-    from sim.memory import kv_capacity_tokens
+    from sim.hardware.memory import kv_capacity_tokens
 
     def kv_tokens(tp: int, fraction: float) -> int:
         return kv_capacity_tokens(actor, gpu, tp, fraction)
@@ -226,7 +223,7 @@ def simulate(
     summary["recipe"] = recipe.describe()
     summary.update(platform_summary(platform, rec))
     if getattr(perf, "early_exit", None) is not None:
-        from sim.early_exit_report import early_exit_summary
+        from sim.output.early_exit_report import early_exit_summary
 
         summary.update(early_exit_summary(cfg, perf.early_exit, actor, rec, summary, base_dir, catalog))
     residency = platform.residency() if platform is not None else []

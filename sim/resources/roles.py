@@ -4,14 +4,14 @@ A role (rollout, prefill, actor log-prob, reference, reward, critic values, acto
 model, a kind of work and a memory footprint. The platform reads a `FunctionSpec` for every cold start
 (the bytes it reads from storage), wake (the bytes copied back from host memory), sleep, eviction and
 billing; pre-warming asks for the same specs as the work that follows it, so a pre-warmed instance is
-exactly the one its phase will use. Footprints come from `sim.memory`.
+exactly the one its phase will use. Footprints come from `sim.hardware.memory`.
 
 Kinds:
 - engine (rollout, prefill): a vLLM-like engine that claims `memory_fraction` of each GPU (weights + KV
   pool + reserve) and holds the whole tensor-parallel group's weights;
 - forward (actor log-prob, reference, critic values, reward): FSDP forward passes; each GPU holds its
   shard of the bf16 weights plus two gathered layers and one micro-batch's activations;
-- trainer (actor, critic): FSDP training state of its shard (sim.memory.training_peak_bytes).
+- trainer (actor, critic): FSDP training state of its shard (sim.hardware.memory.training_peak_bytes).
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from functools import lru_cache
 from typing import Literal
 
 from sim.catalog import GpuSpec, ModelSpec
-from sim.memory import CHECKPOINT_BYTES_PER_PARAM, forward_peak_bytes, training_peak_bytes
+from sim.errors import RoleError  # noqa: F401 (re-exported)
+from sim.hardware.memory import CHECKPOINT_BYTES_PER_PARAM, forward_peak_bytes, training_peak_bytes
 
 ROLLOUT = "rollout"
 PREFILL = "prefill"
@@ -38,10 +39,6 @@ TRAINER_ROLES = (ACTOR_TRAINER, CRITIC_TRAINER)
 ROLES = ENGINE_ROLES + FORWARD_ROLES + TRAINER_ROLES
 
 Kind = Literal["engine", "forward", "trainer"]
-
-
-class RoleError(ValueError):
-    """A role name that does not exist, or a role this run has no model for."""
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,8 @@ A request is served, in this order, by a resident idle instance (at once), a pre
 sleeping instance (a wake: `wake_s` + the state back over PCIe; no container, no engine init, no storage
 read), or a cold start (container + storage read into host DRAM + copy to the GPUs + engine init); else
 it waits in a FIFO queue. Concurrent loads on a node share its storage, network and PCIe links
-(`sim.transfers`); concurrent reads of the same weights on one node are one read. Every state change is
-one instance event: nothing here runs per decode step. Billing: sim.billing.
+(`sim.hardware.transfers`); concurrent reads of the same weights on one node are one read. Every state change is
+one instance event: nothing here runs per decode step. Billing: sim.resources.billing.
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ from dataclasses import dataclass
 
 import simpy
 
-from sim.billing import BilledInterval, InstanceRecord, exclusive_intervals, shared_intervals
-from sim.memory import InfeasibleError
-from sim.roles import FunctionSpec
+from sim.resources.billing import BilledInterval, InstanceRecord, exclusive_intervals, shared_intervals
+from sim.hardware.memory import InfeasibleError
+from sim.resources.roles import FunctionSpec
 from sim.schedulers.base import Slot, StartCost
-from sim.transfers import TransferPool
+from sim.hardware.transfers import TransferPool
 
 DRAM_CACHE_FRACTION = 0.8  # share of a node's host DRAM usable for cached weights and sleepers (assumption, docs/model.md)
 _EPS_BYTES = 1.0

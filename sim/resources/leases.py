@@ -1,6 +1,6 @@
 """How phases get GPUs: one interface over a serverful pool (fixed GPUs) and the serverless platform.
 
-A phase asks `acquire(spec, slots)` (a role's FunctionSpec, sim.roles) and gets an event that succeeds with a `Lease` (the GPUs to
+A phase asks `acquire(spec, slots)` (a role's FunctionSpec, sim.resources.roles) and gets an event that succeeds with a `Lease` (the GPUs to
 use, and the function instance behind them when serverless). Serverful leases are the exact GPUs the
 scheduler named, granted at once; serverless leases are placed by the platform (the scheduler's node is a
 preference and the number of GPUs the size) and may wait for a queue and a cold start.
@@ -14,15 +14,15 @@ from typing import Any, Callable, Iterator
 
 import simpy
 
-from sim.roles import FunctionSpec
-from sim.runtime import GpuPool, Recorder
+from sim.resources.roles import FunctionSpec
+from sim.recording import GpuPool, Recorder
 from sim.schedulers.base import Slot
 
 
 @dataclass
 class Lease:
     slots: tuple[Slot, ...]
-    instance: Any = None  # sim.platform.Instance when serverless
+    instance: Any = None  # sim.resources.platform.Instance when serverless
 
     @property
     def node(self) -> int:

@@ -5,7 +5,7 @@ dict is all plotly.js needs. `figure_div` writes what `plotly.io.to_html(fig, fu
 include_plotlyjs=False, validate=False, div_id=..., config=...)` writes for a figure dict, byte for byte:
 the JSON as plotly's json engine encodes it (NaN and infinities as null; '<', '>' and '/' escaped)
 inside plotly's div and script. `template()` is the plotly_white template as a styled plotly figure
-holds it, kept in plotly_white.json (`python -m sim.plotly_json` writes it from the installed plotly;
+holds it, kept in plotly_white.json (`python -m sim.output.plotly_json` writes it from the installed plotly;
 tests check both against plotly, so an upgrade that changes either is caught).
 """
 
@@ -111,12 +111,12 @@ def plotly_js_path() -> Path | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """python -m sim.plotly_json [--check]: write (or check) plotly_white.json from the installed plotly."""
+    """python -m sim.output.plotly_json [--check]: write (or check) plotly_white.json from the installed plotly."""
     args = sys.argv[1:] if argv is None else argv
     text = json.dumps(plotly_template()) + "\n"
     if "--check" in args:
         same = TEMPLATE_FILE.is_file() and TEMPLATE_FILE.read_text() == text
-        print(f"{TEMPLATE_FILE}: {'up to date' if same else 'differs from the installed plotly: run python -m sim.plotly_json'}")
+        print(f"{TEMPLATE_FILE}: {'up to date' if same else 'differs from the installed plotly: run python -m sim.output.plotly_json'}")
         return 0 if same else 1
     TEMPLATE_FILE.write_text(text)
     print(f"wrote {TEMPLATE_FILE}")

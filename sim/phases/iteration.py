@@ -2,10 +2,10 @@
 
 Phases, in order, with a barrier between them (design.md section 1); a role the recipe does not have is
 not run, not billed and not pre-warmed:
-1. generation: the scheduler's replicas roll out every sample (`sim.generation`). With dynamic sampling
+1. generation: the scheduler's replicas roll out every sample (`sim.rollout.phase`). With dynamic sampling
    (DAPO) the phase runs rounds: generate, score the round (a learned reward model on GPUs, or the
    rule-based reward on CPU), filter the groups whose rewards are all equal, and draw another round until
-   the batch is full (`sim.dynamic_sampling`);
+   the batch is full (`sim.rollout.dynamic_sampling`);
 2. inference: forward passes over prompt + response of the training batch for each of the recipe's
    roles: the actor's old log-probs (unless skipped), the reference log-probs (when there is a KL term),
    the critic's values (PPO) and a learned reward model (if `reward_model` is set and the rounds did not
@@ -25,11 +25,11 @@ import simpy
 import numpy as np
 
 from sim.catalog import ModelSpec
-from sim.engine import SeqTable
-from sim.allocation import run_work
-from sim.generation import GenerationPhase
-from sim.memory import check_generation, check_training, fsdp_state_bytes
-from sim.runtime import RunContext
+from sim.rollout.replica import SeqTable
+from sim.resources.leases import run_work
+from sim.rollout.phase import GenerationPhase
+from sim.hardware.memory import check_generation, check_training, fsdp_state_bytes
+from sim.recording import RunContext
 from sim.schedulers.base import (
     ClusterView,
     InferencePlan,
@@ -231,7 +231,7 @@ def _generate(
     stream = None
     # with dynamic sampling no sample is known to train before its round is scored: no streaming
     if plan.streaming_inference is not None and roles and ctx.sampler is None:
-        from sim.streaming import StreamingInference
+        from sim.phases.streaming import StreamingInference
 
         stream = gen.stream = StreamingInference(ctx, i, plan.streaming_inference, roles, prompt_per_sample + resp)
     start_prewarm(ctx, plan.prewarm)  # after the rollout functions took their GPUs

@@ -184,7 +184,7 @@ class Task:
 @dataclass
 class TaskResult:
     run_id: str
-    result: Any = None  # sim.runner.RunResult when the run succeeded
+    result: Any = None  # sim.simulation.RunResult when the run succeeded
     report_html: str | None = None
     error: str = ""  # one line: what went wrong (runs.csv's error column)
     kind: str = "ok"  # ok | bad_input | internal
@@ -194,18 +194,18 @@ class TaskResult:
 
 def run_task(task: Task) -> TaskResult:
     """Simulate one run and build its report; any error is returned as data (a sweep goes on)."""
-    from sim import runner
-    from sim.report import run_report_html
-    from sim.run import bad_input_types
+    from sim import simulation
+    from sim.output.report import run_report_html
+    from sim.errors import BadInput
     from sim.workload import WorkloadError
 
     started = time.perf_counter()
     try:
         with IterationBar(task.cfg.iterations, task.run_id, task.show_progress) as bar:
-            result = runner.simulate(task.cfg, task.base_dir, catalog=task.catalog, run_id=task.run_id, on_iteration=bar.advance)
+            result = simulation.simulate(task.cfg, task.base_dir, catalog=task.catalog, run_id=task.run_id, on_iteration=bar.advance)
         html = run_report_html(result.summary, result.iterations, result.instances, result.activities)
         return TaskResult(task.run_id, result, html, elapsed_s=time.perf_counter() - started)
-    except bad_input_types() as exc:
+    except BadInput as exc:
         message = str(exc)
         if isinstance(exc, WorkloadError):
             message = f"{'workload.trace' if task.cfg.workload.trace else 'workload.dataset'}: {message}"
@@ -387,7 +387,7 @@ def run_plan(
     catalog: the merged catalog every run uses (default: the packaged one), sent to the workers with each task.
     """
     from sim.metrics import compare_ratios
-    from sim.results import is_complete, remove_temp_dirs, write_run
+    from sim.output.run_files import is_complete, remove_temp_dirs, write_run
 
     exp_dir = out / plan.name
     runs = {r.run_id: r for r in plan.runs}
@@ -457,7 +457,7 @@ def write_tables(
     plan: Plan, exp_dir: Path, done: dict[str, dict[str, Any]], finished: dict[str, TaskResult], report: bool
 ) -> list[dict[str, Any]]:
     """runs.csv (every complete or failed run of the plan, in plan order) and the experiment report."""
-    from sim.results import scalar_fields, write_runs_csv
+    from sim.output.run_files import scalar_fields, write_runs_csv
 
     rows = []
     for r in plan.runs:
@@ -470,8 +470,8 @@ def write_tables(
     exp_dir.mkdir(parents=True, exist_ok=True)
     write_runs_csv(exp_dir, rows, first=list(plan.sweep_keys))
     if report:
-        from sim.report import experiment_report_html
-        from sim.results import write_text_atomic
+        from sim.output.report import experiment_report_html
+        from sim.output.run_files import write_text_atomic
 
         write_text_atomic(exp_dir / "report.html", experiment_report_html(plan.name, rows, list(plan.sweep_keys)))
     return rows
@@ -589,10 +589,10 @@ def load_or_run(experiment: str | Path, results: str | Path | None = None) -> An
     import pandas
 
     from sim import yaml_io
-    from sim.run import main as sim_run
+    from sim.cli import main as sim_run
 
     experiment = Path(experiment)
-    root = Path(results or os.environ.get("RLHF_SIM_RESULTS", Path(__file__).resolve().parent.parent / "results"))
+    root = Path(results or os.environ.get("RLHF_SIM_RESULTS", Path(__file__).resolve().parents[2] / "results"))
     name = yaml_io.load(experiment.read_text())["name"]
     runs_csv = root / name / "runs.csv"
     if not runs_csv.exists():

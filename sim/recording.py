@@ -13,15 +13,12 @@ import numpy as np
 import simpy
 
 from sim.catalog import GpuSpec, ModelSpec
-from sim.cluster import Cluster
+from sim.errors import DoubleBookingError  # noqa: F401 (re-exported)
+from sim.hardware.cluster import Cluster
 from sim.config import ExperimentConfig
 from sim.recipes import Recipe
-from sim.roles import RoleBook
+from sim.resources.roles import RoleBook
 from sim.schedulers.base import Slot
-
-
-class DoubleBookingError(RuntimeError):
-    """Two pieces of work were placed on one GPU at the same time."""
 
 
 class GpuPool:
@@ -102,8 +99,8 @@ class RunContext:
     deployment: str
     rng: np.random.Generator
     roles: RoleBook
-    alloc: Any  # sim.allocation.ServerfulAllocator or ServerlessAllocator
+    alloc: Any  # sim.resources.leases.ServerfulAllocator or ServerlessAllocator
     recipe: Recipe  # which roles and phases run (sim/recipes.py)
-    platform: Any = None  # sim.platform.ServerlessPlatform when serverless
-    sampler: Any = None  # sim.dynamic_sampling.DynamicSampler when the recipe samples dynamically
+    platform: Any = None  # sim.resources.platform.ServerlessPlatform when serverless
+    sampler: Any = None  # sim.rollout.dynamic_sampling.DynamicSampler when the recipe samples dynamically
     extras: dict[str, Any] = field(default_factory=dict)

@@ -9,7 +9,7 @@ against each baseline, and one line chart along each swept parameter.
 
 Figures are built from plain rows (the same dicts the CSV files hold), so a report can be rebuilt from
 a run folder (`load_run`). HTML output is deterministic: fixed div ids, no timestamps. A run's figures
-are plotly figure dicts written without importing plotly (sim/plotly_json.py: every run writes a report,
+are plotly figure dicts written without importing plotly (sim/output/plotly_json.py: every run writes a report,
 and plotly's import and figure objects cost more than a small simulation), the same bytes plotly would
 write; `run_figures` turns them into plotly figures for users and PNG export. The experiment's figures
 are plotly figures (only sweeps and comparisons have them).
@@ -23,7 +23,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sim import plotly_json
+from sim.output import plotly_json
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -67,7 +67,7 @@ def run_figure_specs(
     """The run report's figures as plotly figure dicts (data and layout, no template), by name.
 
     Each dict holds what plotly's validated figure holds, in the order plotly writes it, so the report
-    (written without importing plotly: sim/plotly_json.py) has the bytes plotly would write.
+    (written without importing plotly: sim/output/plotly_json.py) has the bytes plotly would write.
     """
     figs = {"timeline": phase_timeline(iterations), "instances": instance_gantt(instances)}
     if activities:

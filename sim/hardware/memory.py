@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sim.catalog import GpuSpec, ModelSpec
+from sim.errors import InfeasibleError  # noqa: F401 (re-exported)
 
 #: CUDA context, CUDA graphs, sampler buffers of an inference engine (assumption; vLLM profiles
 #: ~1-2 GB outside weights and KV on 7B-class models; docs/model.md)
@@ -24,10 +25,6 @@ ADAM_BYTES_PER_PARAM = 16.0
 #: from the master copy and gradients are recomputed (ZeRO, Rajbhandari et al. 2020, arXiv 1910.02054:
 #: 2 + 2 + 12 bytes per parameter, of which the 12 are optimizer state)
 CHECKPOINT_BYTES_PER_PARAM = 12.0
-
-
-class InfeasibleError(ValueError):
-    """The work does not fit the GPUs given to it: names the phase, the need and the capacity."""
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from typing import Any
 from sim.catalog import Catalog, ModelSpec
 from sim.config import ExperimentConfig
 from sim.perf.early_exit import EarlyExit
-from sim.runtime import Recorder
+from sim.recording import Recorder
 
 #: the keys a run with early exit adds to summary.json (docs/metrics.md)
 KEYS = (
@@ -40,7 +40,7 @@ def full_depth_generation_s(cfg: ExperimentConfig, base_dir: Path, catalog: Cata
     hit = _BASELINES.get(key)
     if hit is not None and hit[0]() is catalog:
         return hit[1]
-    from sim.runner import simulate
+    from sim.simulation import simulate
 
     value = simulate(full_depth_config(cfg), base_dir, catalog).summary["phases"]["generation"]
     if len(_BASELINES) >= _BASELINES_MAX:

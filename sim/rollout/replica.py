@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 import simpy
 
+from sim.errors import SchedulerActionError  # noqa: F401 (re-exported)
 from sim.perf.base import ReplicaPerf, steps_sum_s, steps_within
 
 
@@ -94,10 +95,6 @@ def landing_delays(now: float, when: float) -> list[float]:
         raise RuntimeError(f"no delay takes the clock from {now!r} to {when!r}")
     delays.append(d)
     return delays
-
-
-class SchedulerActionError(RuntimeError):
-    """A scheduler asked the mechanism for something impossible (e.g. releasing a replica with work)."""
 
 
 class Replica:

@@ -30,12 +30,10 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
+from sim.errors import WorkloadError  # noqa: F401 (re-exported)
+
 if TYPE_CHECKING:  # pragma: no cover
     from sim.config import WorkloadConfig
-
-
-class WorkloadError(ValueError):
-    """Bad workload input (a malformed trace or dataset entry); the message names the file, row and column."""
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from typing import Any
 
 from sim.config import ExperimentConfig, dump_config
 from sim.metrics import INSTANCE_COLUMNS, ITERATION_COLUMNS
-from sim.runner import RunResult
+from sim.simulation import RunResult
 
 RUN_FILES = ("config.yaml", "iterations.csv", "instances.csv", "activities.csv", "summary.json", "report.html")
 ACTIVITY_COLUMNS = ["iteration", "phase", "role", "slots", "start_s", "end_s", "instance_id"]
@@ -47,11 +47,11 @@ def write_run(
 ) -> Path:
     """Write DIR/<name>/<run_id>/ atomically; returns the run directory.
 
-    `report_html` defaults to a report built from the result (sim.report.run_report_html), `config_text`
+    `report_html` defaults to a report built from the result (sim.output.report.run_report_html), `config_text`
     to dump_config(cfg) (a caller that has it already saves the YAML dump).
     """
     if report_html is None:
-        from sim.report import run_report_html
+        from sim.output.report import run_report_html
 
         report_html = run_report_html(result.summary, result.iterations, result.instances, result.activities)
     exp_dir = out_dir / cfg.name
@@ -100,7 +100,7 @@ def remove_temp_dirs(exp_dir: Path, run_ids: list[str]) -> None:
 
 def write_plotly_js(exp_dir: Path) -> Path:
     """The plotly.js bundle shared by the experiment's run reports (written once; 4.8 MB)."""
-    from sim.report import plotly_js_bytes
+    from sim.output.report import plotly_js_bytes
 
     path = exp_dir / PLOTLY_JS
     data = plotly_js_bytes()

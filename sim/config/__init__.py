@@ -16,10 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from sim import yaml_io
 from sim.catalog import Catalog, CatalogError, gpu_from_mapping, load_catalog, suggest, with_user_catalogs
-
-
-class ConfigError(ValueError):
-    """Bad input: the message names the file, the field path and what was expected."""
+from sim.errors import ConfigError  # noqa: F401 (re-exported)
 
 
 class Strict(BaseModel):

@@ -1,7 +1,7 @@
 """The rollout phase of one iteration: replicas built from a scheduler's plan, work dispatched, actions applied.
 
 Mechanism only: the plan and the actions come from the scheduler as data; this module checks them
-(GPU double booking, memory), carries them out on `sim.engine.Replica` processes, pays KV transfers over
+(GPU double booking, memory), carries them out on `sim.rollout.replica.Replica` processes, pays KV transfers over
 the topology, and fires `done` when the last sample has finished.
 """
 
@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 import simpy
 
-from sim.engine import Replica, SchedulerActionError, SeqTable
-from sim.memory import InfeasibleError, kv_capacity_tokens
-from sim.runtime import RunContext
+from sim.rollout.replica import Replica, SchedulerActionError, SeqTable
+from sim.hardware.memory import InfeasibleError, kv_capacity_tokens
+from sim.recording import RunContext
 from sim.schedulers.base import (
     ClusterView,
     GenerationPlan,
@@ -58,7 +58,7 @@ class GenerationPhase:
         self.backlog: dict[int, list[int]] = {}  # replica index -> samples waiting for it to start
         self.lost_tokens = 0
         self.failures = 0
-        self.stream = None  # sim.streaming.StreamingInference fed with finished samples, if any
+        self.stream = None  # sim.phases.streaming.StreamingInference fed with finished samples, if any
         self.freed: list[tuple[tuple, float, float]] = []  # (GPUs, when, fraction of samples done) per early release
         self.gated: set[int] = set()  # replicas waiting for their prefix KV from the prefill actor
         self.prefill_saved = 0
@@ -255,7 +255,7 @@ class GenerationPhase:
     # ------------------------------------------------------------------ listener callbacks (from replicas)
     @property
     def watching(self) -> bool:
-        """Whether anything may act on or read a replica mid-batch (sim.engine.ReplicaListener): a scheduler
+        """Whether anything may act on or read a replica mid-batch (sim.rollout.replica.ReplicaListener): a scheduler
         that observes generation, streaming inference fed each finished sample, or instances that can crash."""
         return self.observe or self.stream is not None or (self.alloc.serverless and bool(self.ctx.cfg.platform.failures.mtbf_s))
 

@@ -16,7 +16,7 @@ from typing import Iterator
 import numpy as np
 import simpy
 
-from sim.runtime import RunContext
+from sim.recording import RunContext
 from sim.schedulers.base import InferencePlan, Slot
 
 

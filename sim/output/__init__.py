@@ -1,0 +1,1 @@
+"""What a run writes: run files (CSV, JSON), the HTML report and its plots."""

@@ -1,0 +1,1 @@
+"""Who holds GPUs: function roles, leases, the serverless platform and the billing of both deployments."""

@@ -1,0 +1,1 @@
+"""Rollout generation: replicas with continuous batching, the generation phase, dynamic sampling."""

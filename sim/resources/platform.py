@@ -89,14 +89,14 @@ class ServerlessPlatform:
         found = [
             i for i in self.instances
             if i.state in states and i.serves(spec)
-            and not i.claimed and (req.event is not None or (not i.reserved and (req.node is None or i.node == req.node)))
+            and not i.claimed and (req.work or (not i.reserved and (req.node is None or i.node == req.node)))
         ]  # fmt: skip
         pref = set(req.slots)
         # pre-warmed for this request first, then on the asked GPUs, on the asked node, anywhere
         return sorted(found, key=lambda i: (not i.reserved, not pref.issuperset(i.slots), i.node != req.node, i.idle_since))
 
     def _serve(self, req: Request) -> bool:
-        work = req.event is not None
+        work = req.work
         for inst in self._matches(req, ("idle",)):
             if not work:
                 self.prewarm_requests.reserve_idle(inst, self.keep_alive_s)
@@ -172,7 +172,7 @@ class ServerlessPlatform:
         inst = Instance(f"{spec.role}-{len(self.instances)}", spec, slots, req.asked_s, placed_s=now)
         self.instances.append(inst)
         self._occupy(inst, slots)
-        if req.event is not None:
+        if req.work:
             self.queue_wait_s += now - req.asked_s
             self._claim(inst, req)
         else:
@@ -183,7 +183,7 @@ class ServerlessPlatform:
 
     def _wake(self, inst: Instance, req: Request) -> bool:
         """A sleeping instance comes back: on its own GPUs (memory sharing) or free ones of its node."""
-        work = req.event is not None
+        work = req.work
         if self.shared:
             if work and not self.ledger.compute_free(inst.slots):
                 return False

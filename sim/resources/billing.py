@@ -17,32 +17,14 @@ import math
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from sim.config import BillingConfig
+from sim.resources.instances import Instance, OnSlots
 from sim.schedulers.base import Slot
-
-if TYPE_CHECKING:
-    from sim.resources.instances import Instance
-
-
-class _OnSlots:
-    """Node and GPU count of something that holds `slots` (whole GPUs of one node)."""
-
-    __slots__ = ()
-    slots: tuple[Slot, ...]
-
-    @property
-    def node(self) -> int:
-        return self.slots[0].node
-
-    @property
-    def gpus(self) -> int:
-        return len(self.slots)
 
 
 @dataclass
-class InstanceRecord(_OnSlots):
+class InstanceRecord(OnSlots):
     """One instance lifetime: requested at `requested_s`, billed from `bill_from_s`, released at `released_s`.
 
     `billed_gpu_s` is set when the bill is not simply the lifetime (sleeping periods, shared GPUs).

@@ -19,7 +19,22 @@ from sim.schedulers.base import Slot
 STATES = ("loading", "busy", "idle", "asleep", "released")
 
 
-class Instance:
+class OnSlots:
+    """Node and GPU count of something that holds `slots` (whole GPUs of one node)."""
+
+    __slots__ = ()
+    slots: tuple[Slot, ...]
+
+    @property
+    def node(self) -> int:
+        return self.slots[0].node
+
+    @property
+    def gpus(self) -> int:
+        return len(self.slots)
+
+
+class Instance(OnSlots):
     """One function instance: a role's spec on GPUs of one node, with its resident periods."""
 
     __slots__ = (
@@ -58,14 +73,6 @@ class Instance:
     @property
     def model(self) -> str:
         return self.spec.key
-
-    @property
-    def node(self) -> int:
-        return self.slots[0].node
-
-    @property
-    def gpus(self) -> int:
-        return len(self.slots)
 
     def serves(self, spec: FunctionSpec) -> bool:
         """Whether this instance can serve a request of `spec`: same role, same key, same number of GPUs."""

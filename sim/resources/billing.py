@@ -16,7 +16,7 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass
 
-from sim.config import BillingConfig
+from sim.config.models import BillingConfig
 from sim.schedulers.base import Slot
 
 

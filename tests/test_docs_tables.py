@@ -42,3 +42,17 @@ def test_check_mode_fails_on_a_stale_block(tmp_path: Path) -> None:
     assert doc_blocks.main("gen_x.py", blocks, ["--check"]) == 0
     with pytest.raises(SystemExit, match="no block markers for 'u'"):
         doc_blocks.render(page.read_text(), "gen_x", {"u": lambda: ""}, page)
+
+
+def test_reproduction_page_is_what_the_paper_runs_give(tmp_path: Path) -> None:
+    """docs/reproduction.md is written by experiments/paper/reproduce.py from every paper run; --check reruns them
+    (into a temporary folder) and compares, and reports a page that differs (the runs are reused the second time)."""
+    script = ROOT / "experiments" / "paper" / "reproduce.py"
+    out = tmp_path / "paper"
+    proc = subprocess.run([sys.executable, str(script), "--check", "--out", str(out), "--workers", "2"], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, f"docs/reproduction.md is stale: run python experiments/paper/reproduce.py\n{proc.stdout}{proc.stderr}"
+    stale = tmp_path / "reproduction.md"
+    stale.write_text((ROOT / "docs" / "reproduction.md").read_text().replace("x |", "y |", 1))
+    proc = subprocess.run([sys.executable, str(script), "--check", "--out", str(out), "--doc", str(stale)], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 1 and "out of date" in proc.stderr
+    assert stale.read_text() != (ROOT / "docs" / "reproduction.md").read_text()  # --check writes nothing

@@ -3,9 +3,7 @@
 A run's `report.html` shows its phase timeline, a Gantt chart of its instances and of each GPU's busy
 intervals (activities.csv), and cost and utilisation per iteration. It loads plotly.js from the shared
 `../plotly.min.js` of its experiment folder (4.8 MB once, instead of once per run: a run folder copied
-alone needs that file beside it). The experiment's `report.html` (sweeps and comparisons) embeds
-plotly.js and opens offline on its own: cost against time per scheduler, speedup and cost reduction
-against each baseline, and one line chart along each swept parameter.
+alone needs that file beside it).
 
 Figures are built from plain rows (the same dicts the CSV files hold), so a report can be rebuilt from
 a run folder (`load_run`). A run's figures are plotly figure dicts written without importing plotly

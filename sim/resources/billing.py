@@ -18,7 +18,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sim.config import BillingConfig
+from sim.config.models import BillingConfig
 from sim.resources.instances import Instance, OnSlots
 from sim.schedulers.base import Slot
 

@@ -26,9 +26,12 @@ from sim.resources.leases import ServerfulAllocator, ServerlessAllocator
 from sim.resources.billing import lifetime_intervals, serverful_instances
 from sim.resources.platform import ServerlessPlatform
 from sim.recipes import Recipe
-from sim.phases.iteration import run_iteration, run_startup
+from sim.phases.iteration import run_iteration
+from sim.phases.startup import run_startup
 from sim.resources.roles import RoleBook
-from sim.recording import GpuPool, Recorder, RunContext
+from sim.context import RunContext
+from sim.recording import Recorder
+from sim.resources.pool import GpuPool
 from sim.schedulers.base import ClusterView, Scheduler, Slot, StartCost, available, lookup
 from sim.workload import make_workload
 
@@ -134,12 +137,12 @@ def simulate(
         sampler = DynamicSampler(workload, cfg.workload.dynamic_sampling, cfg.workload.prompts_per_iteration, sampling_rng)
 
     gpus_per_node = cfg.cluster.gpus_per_node or gpu.gpus_per_node
-    perf = build_perf(cfg.perf, gpu, base_dir)
+    early_exit = None
     if cfg.early_exit is not None and cfg.early_exit.enabled:
         from sim.perf.early_exit import build_early_exit
 
-        perf.early_exit = build_early_exit(cfg.early_exit, actor, base_dir)
-        perf.early_exit_model = actor.name
+        early_exit = build_early_exit(cfg.early_exit, actor, base_dir)
+    perf = build_perf(cfg.perf, gpu, base_dir, early_exit)
     cluster = Cluster(
         gpu,
         cfg.cluster.nodes,
@@ -222,7 +225,7 @@ def simulate(
     summary = summarize(rows, inst_rows, meta, rec)
     summary["recipe"] = recipe.describe()
     summary.update(platform_summary(platform, rec))
-    if getattr(perf, "early_exit", None) is not None:
+    if perf.early_exit is not None:
         from sim.output.early_exit_report import early_exit_summary
 
         summary.update(early_exit_summary(cfg, perf.early_exit, actor, rec, summary, base_dir, catalog))

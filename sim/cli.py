@@ -85,7 +85,7 @@ def check_schedulers(cfg: Any, variants: dict[str, Any], file: str) -> None:
 
     from sim.catalog import suggest
     from sim.config import ConfigError, format_validation_error
-    from sim.simulation import make_scheduler
+    from sim.build import make_scheduler
     from sim.schedulers.base import available, lookup
 
     for i, name in enumerate(cfg.compare):

@@ -11,12 +11,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, NamedTuple
 
 import numpy as np
-import simpy
 
 from sim.rollout.replica import Replica, SchedulerActionError, SeqTable
 from sim.hardware.memory import InfeasibleError, kv_capacity_tokens
 from sim.context import RunContext
 from sim.resources.leases import Hold
+from sim.rollout.dedup_prefill import DedupPrefill
 from sim.schedulers.base import (
     ClusterView,
     GenerationPlan,
@@ -91,9 +91,7 @@ class GenerationPhase:
         self.stream: StreamingInference | None = None  # built at the end of this constructor
         self.freed: list[tuple[tuple, float, float]] = []  # (GPUs, when, fraction of samples done) per early release
         self.gated: set[int] = set()  # replicas waiting for their prefix KV from the prefill actor
-        self.prefill_saved = 0
-        self.dedup_tokens = 0
-        self.dedup_would: int | None = None  # prompt tokens the replicas would have prefilled without dedup
+        self.dedup: DedupPrefill | None = None  # the shared-prefix prefill actor, with plan.prefix_dedup
         self.max_seq_tokens = max((p + t for p, t in zip(table.prompt_tokens, table.target_tokens)), default=1)
         self.kv_transfer_bytes = 0.0
         assignment = np.asarray(plan.assignment, dtype=np.int64)
@@ -120,21 +118,10 @@ class GenerationPhase:
         if plan.prefix_dedup:
             if plan.prefill is None:
                 raise SchedulerActionError("prefix_dedup needs a prefill actor placement (plan.prefill)")
-            # asked for now, before any pre-warm; a crash interrupts the prefill process
-            hold = Hold(self.alloc, self._prefill_spec(plan.prefill), plan.prefill.slots, on_crash=self._prefill_crashed)
-            hold.request()
             per_replica = [order[bounds[r] : bounds[r + 1]] for r in range(len(plan.replicas))]
-            self._prefill_process = self.env.process(self._dedup_prefill(plan, per_replica, hold))
-
-    def _prefill_crashed(self, _lease) -> None:
-        if self._prefill_process.is_alive:
-            self._prefill_process.interrupt("crash")
+            self.dedup = DedupPrefill(self, plan, per_replica)  # asks for the prefill actor now, before any pre-warm
 
     # ------------------------------------------------------------------ replicas
-    def _prefill_spec(self, spec: ReplicaSpec):
-        fraction = self.ctx.cfg.engine.gpu_memory_utilization or spec.gpu_memory_utilization
-        return self.ctx.roles.spec("prefill", spec.tp, None, fraction)
-
     def _capacity(self, spec: ReplicaSpec) -> tuple[int, int, float]:
         ctx = self.ctx
         cfg = ctx.cfg.engine
@@ -213,62 +200,6 @@ class GenerationPhase:
         self.gated.discard(rid)
         if self.replicas[rid] is not None:
             self._hand_backlog(rid)
-
-    def _dedup_prefill(self, plan: GenerationPlan, per_replica: list[np.ndarray], hold: Hold):
-        """The prefill actor computes shared prefixes once; each decode replica receives their KV, then starts."""
-        ctx, table = self.ctx, self.table
-        template = self.template_tokens
-        prompts = np.asarray(table.prompt_tokens, dtype=np.int64)
-        groups = np.asarray(table.group, dtype=np.int64)
-        # what the decode replicas would prefill without dedup: each distinct prompt once per replica
-        would = 0
-        for idx in per_replica:
-            if len(idx):
-                _, first = np.unique(groups[idx], return_index=True)
-                would += int(prompts[idx][first].sum())
-        _, first_all = np.unique(groups, return_index=True)
-        distinct = prompts[first_all]
-        if plan.dedup_scope == "template":
-            shared = np.minimum(prompts, template)
-            tokens, pairs = float(template), template * template / 2.0
-        else:
-            shared = prompts
-            rest = np.maximum(distinct - template, 0).astype(np.float64)
-            tokens = float((min(template, int(distinct.min())) if len(distinct) else 0) + rest.sum())
-            pairs = template * template / 2.0 + float((rest * (template + rest / 2.0)).sum())
-        for s_idx, v in enumerate(shared.tolist()):
-            table.cached_prefix[s_idx] = int(v)
-        compute_s = ctx.perf.replica(ctx.actor, plan.prefill.tp).prefill_s(tokens, pairs)
-        while True:  # a crash of the prefill actor redoes the prefill on a new instance
-            lease = yield hold.request()
-            start = self.env.now
-            try:
-                yield self.env.timeout(compute_s)
-                break
-            except simpy.Interrupt:
-                ctx.recorder.busy(self.iteration, "generation", "prefill", lease.slots, start, self.env.now, lease.owner)
-                ctx.recorder.count(self.iteration, "generation", retries=1.0)
-        hold.ignore_crashes()  # the prefix KV is computed: a crash now loses nothing the replicas need
-        done_at = self.env.now
-        last = done_at
-        kvb = ctx.actor.kv_bytes_per_token
-        for rid, idx in enumerate(per_replica):
-            if not len(idx):
-                self._kv_arrived(rid)
-                continue
-            _, first = np.unique(groups[idx], return_index=True)
-            nbytes = float(shared[idx][first].sum()) * kvb
-            self.kv_transfer_bytes += nbytes
-            dst_node = self.node_of.get(rid, self.specs[rid].node)  # placed node, or planned if still starting
-            delay = ctx.cluster.gpu_transfer_s(lease.node, dst_node, nbytes)
-            last = max(last, done_at + delay)
-            self.env.timeout(delay).callbacks.append(lambda _e, r=rid: self._kv_arrived(r))
-        if last > self.env.now:
-            yield self.env.timeout(last - self.env.now)
-        ctx.recorder.busy(self.iteration, "generation", "prefill", lease.slots, start, self.env.now, lease.owner)
-        hold.end()
-        self.dedup_tokens = int(tokens)
-        self.dedup_would = would
 
     def _crashed(self, rid: int) -> None:
         """The replica's instance crashed: its unfinished samples restart from scratch on a replacement."""
@@ -464,13 +395,13 @@ class GenerationPhase:
             depth_steps, depth_tokens = ee.depth_sums(steps_by_batch)
             rec.count(self.iteration, "generation", early_exit_depth_steps=depth_steps, early_exit_depth_tokens=depth_tokens,
                       early_exit_step_tokens=float(sum(b * k for b, k in steps_by_batch.items())))  # fmt: skip
-        if self.dedup_would is not None:
+        if self.dedup is not None and self.dedup.would is not None:
             replica_prompt_prefill = sum(r.prefill_tokens for r in live) - t.recomputed_tokens
             rec.count(
                 self.iteration,
                 "generation",
-                prefill_tokens=float(self.dedup_tokens),
-                prefill_tokens_saved=float(self.dedup_would - self.dedup_tokens - replica_prompt_prefill),
+                prefill_tokens=float(self.dedup.tokens),
+                prefill_tokens_saved=float(self.dedup.would - self.dedup.tokens - replica_prompt_prefill),
             )
         row["rollout_tp"] = max(row.get("rollout_tp", 0.0), float(max((spec.tp for spec in self.specs), default=0)))
         return GenerationResult(tuple(FreedGpus(slots, when, self.env.now, done) for slots, when, done in self.freed))

@@ -86,9 +86,9 @@ def check_schedulers(cfg: Any, variants: dict[str, Any], file: str) -> None:
     from pydantic import ValidationError
 
     from sim.catalog import suggest
-    from sim.errors import ConfigError
+    from sim.build import make_scheduler
     from sim.config.messages import format_validation_error
-    from sim.simulation import make_scheduler
+    from sim.errors import ConfigError
     from sim.schedulers.base import available, lookup
 
     for i, name in enumerate(cfg.compare):

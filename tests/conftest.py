@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-import sim.simulation
+import sim.build
 from sim.recording import Recorder
 
 
@@ -18,5 +18,5 @@ def recorders(monkeypatch):
             super().__init__(*args, **kwargs)
             seen.append(self)
 
-    monkeypatch.setattr(sim.simulation, "Recorder", Capturing)
+    monkeypatch.setattr(sim.build, "Recorder", Capturing)  # where a run builds its recorder
     return seen

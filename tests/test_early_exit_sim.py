@@ -56,7 +56,6 @@ def model_and_exit(cdf=HALF, policy="stable", kv_fill="none", exit_every=4, chec
     point = profile.operating_point(policy, None if policy == "stable" else 0.9, exit_layers(profile.n_layers, exit_every))
     ee = EarlyExit(profile, model, point, kv_fill, check)
     perf = RooflineModel(cat.gpu("A100-80GB"), early_exit=ee)
-    perf.early_exit_model = model.name
     base = RooflineModel(cat.gpu("A100-80GB"))
     return model, ee, perf.replica(model, 1), base.replica(model, 1)
 
@@ -118,7 +117,6 @@ def test_measured_smollm2_profile_gain_shrinks_monotonically_with_batch():
     model = cat.model("qwen2.5-7b")
     stable = profile.operating_point("stable", None, range(1, 31))
     perf = RooflineModel(cat.gpu("H100-SXM"), early_exit=EarlyExit(profile, model, stable, "state_copy", "classifier"))
-    perf.early_exit_model = model.name
     base = RooflineModel(cat.gpu("H100-SXM")).replica(model, 1)
     rep = perf.replica(model, 1)
     gains = [1 - steps_sum_s(rep.decode_coeffs(b), b, 200 * b, 100) / steps_sum_s(base.decode_coeffs(b), b, 200 * b, 100) for b in (1, 2, 4, 8, 16)]
@@ -126,7 +124,6 @@ def test_measured_smollm2_profile_gain_shrinks_monotonically_with_batch():
     assert gains[0] > 0.05 and gains[0] > gains[-1]
     # with a full-vocabulary LM-head check at every layer, the checks cost more than the exits save
     perf_heavy = RooflineModel(cat.gpu("H100-SXM"), early_exit=EarlyExit(profile, model, stable, "state_copy", "lm_head"))
-    perf_heavy.early_exit_model = model.name
     assert perf_heavy.replica(model, 1).decode_coeffs(1).step_s(200) > base.decode_coeffs(1).step_s(200)
 
 

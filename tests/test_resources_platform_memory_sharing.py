@@ -7,7 +7,7 @@ import pytest
 
 from sim.catalog import load_catalog
 from sim.config import load_config
-from sim.phases.iteration import startup_s
+from sim.phases.startup import startup_s
 from sim.simulation import simulate
 from sim.schedulers.base import GenerationPlan, Prewarm, register
 from sim.schedulers.serverless import Serverless
@@ -134,7 +134,7 @@ def test_startup_s_of_a_serverful_run_matches_the_formula_for_ppo_with_a_reward_
     read = (actor.weight_bytes + reward.weight_bytes) / 0.19e9  # the critic starts from the actor's checkpoint
     copy = (3 * actor.weight_bytes + reward.weight_bytes) / 2 / CAT.gpu("L40S").host_to_gpu_bandwidth_bytes_per_s
     assert result.summary["startup_s"] == pytest.approx(read + copy)
-    assert startup_s  # the formula lives in sim.phases.iteration.startup_s
+    assert startup_s  # the formula lives in sim.phases.startup.startup_s
 
 
 def test_a_serverless_experiment_without_a_preset_shares_gpu_memory_and_hosted_presets_do_not(tmp_path):

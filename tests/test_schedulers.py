@@ -375,7 +375,8 @@ def test_every_sample_once_no_gpu_double_booked_billed_at_least_busy(name, p):
     assert {r["role"] for r in result.instances if result.summary["deployment"] == "serverless"} <= allowed
     worked = {a["role"] for a in result.activities} - {"weight_sync", "fused_inference", "actor", "critic"}
     assert worked <= allowed
-    assert ("reference" in worked) == recipe["reference"]
+    # (a dynamic-sampling run whose every group was filtered trains on nothing: no inference work at all)
+    assert ("reference" in worked) == (recipe["reference"] and result.summary["samples_trained"] > 0)
     verl = simulate(invariant_config("verl", p))  # the workload does not depend on the scheduler
     for a, b in zip(result.generated, verl.generated):
         np.testing.assert_array_equal(a, b)

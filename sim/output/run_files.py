@@ -19,7 +19,7 @@ from typing import Any
 from sim.config.models import ExperimentConfig
 from sim.config.loading import dump_config
 from sim.metrics import INSTANCE_COLUMNS, ITERATION_COLUMNS
-from sim.simulation import RunResult
+from sim.collect import RunResult
 
 RUN_FILES = ("config.yaml", "iterations.csv", "instances.csv", "activities.csv", "summary.json", "report.html")
 ACTIVITY_COLUMNS = ["iteration", "phase", "role", "slots", "start_s", "end_s", "instance_id"]

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sim.catalog import GpuSpec
 from sim.config.models import PerfConfig
 from sim.perf.base import PerfModel, ReplicaPerf, StepCoeffs, steps_sum_s, steps_within
 from sim.perf.roofline import RooflineModel, RooflineParams
+
+if TYPE_CHECKING:
+    from sim.perf.early_exit import EarlyExit
 
 __all__ = ["PerfModel", "ReplicaPerf", "StepCoeffs", "RooflineModel", "RooflineParams", "build_perf", "steps_sum_s", "steps_within"]
 
@@ -21,12 +25,13 @@ def roofline_params(cfg: PerfConfig) -> RooflineParams:
     return RooflineParams().with_overrides({k: getattr(cfg, k) for k in ROOFLINE_OVERRIDES})
 
 
-def build_perf(cfg: PerfConfig, gpu: GpuSpec, base_dir: Path) -> PerfModel:
-    """The performance model an experiment's `perf` section asks for."""
+def build_perf(cfg: PerfConfig, gpu: GpuSpec, base_dir: Path, early_exit: "EarlyExit | None" = None) -> PerfModel:
+    """The performance model an experiment's `perf` section asks for, with the actor's early exit if any
+    (roofline only: a measured table has no per-layer split; sim/simulation.py refuses the pair)."""
     params = roofline_params(cfg)
     if cfg.model == "table":
         from sim.perf.table import TableModel
 
         path = Path(cfg.table)  # type: ignore[arg-type]
         return TableModel(path if path.is_absolute() else base_dir / path, gpu, params)
-    return RooflineModel(gpu, params)
+    return RooflineModel(gpu, params, early_exit)

@@ -91,6 +91,8 @@ class ReplicaPerf(Protocol):
 class PerfModel(Protocol):
     """Latency of every kind of work; bound to one GPU type, built from the experiment's perf section."""
 
+    early_exit: "object | None"  # the actor's early exit (sim.perf.early_exit.EarlyExit), None when off
+
     def replica(self, model: "object", tp: int) -> ReplicaPerf: ...
 
     def forward_s(self, model: "object", tokens: float, attention_pairs: float, n_gpus: int, ring_bandwidth_bytes_per_s: float) -> float: ...

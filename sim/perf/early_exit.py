@@ -131,6 +131,7 @@ class EarlyExit:
 
     def __init__(self, profile: ExitProfile, model: ModelSpec, choice: Choice | OperatingPoint, kv_fill: str = "state_copy", check: str = "classifier"):
         self.profile = profile
+        self.model_name = model.name  # the model whose decode steps it shortens (the actor)
         self.choice = choice if isinstance(choice, Choice) else Choice(choice, "explicit")
         point = self.choice.point
         self.point = point

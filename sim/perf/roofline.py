@@ -142,15 +142,14 @@ class RooflineModel:
     def __init__(self, gpu: GpuSpec, params: RooflineParams | None = None, early_exit=None):
         self.gpu = gpu
         self.params = params or RooflineParams()
-        self.early_exit = early_exit  # applies to the decode steps of `early_exit_model` only (the actor)
-        self.early_exit_model: str | None = None
+        self.early_exit = early_exit  # applies to the decode steps of its own model only (the actor)
         self._replicas: dict[tuple[str, int], RooflineReplica] = {}
 
     def replica(self, model: ModelSpec, tp: int) -> RooflineReplica:
         key = (model.name, tp)
         rep = self._replicas.get(key)
         if rep is None:
-            ee = self.early_exit if model.name == self.early_exit_model else None
+            ee = self.early_exit if self.early_exit is not None and model.name == self.early_exit.model_name else None
             rep = self._replicas[key] = RooflineReplica(model, self.gpu, tp, self.params, ee)
         return rep
 

@@ -16,7 +16,8 @@ from typing import Iterator
 import numpy as np
 import simpy
 
-from sim.recording import RunContext
+from sim.context import RunContext
+from sim.resources.leases import Hold, interrupt
 from sim.schedulers.base import InferencePlan, Slot
 
 
@@ -75,25 +76,31 @@ class StreamingInference:
         ring = self.ctx.cluster.ring_bandwidth_bytes_per_s(sorted({s.node for s in slots}))
         return self.ctx.perf.forward_s(model, float(mine.sum()), float((mine * mine / 2.0).sum()), len(slots), ring)
 
+    def _next_batch(self, g: _Group) -> Iterator:
+        """Wait for queued samples; returns them all, or None once generation is over and the queue empty."""
+        while not g.queue:
+            if self.closing:
+                return None
+            g.wake = self.env.event()
+            yield g.wake
+            g.wake = None
+        batch, g.queue = g.queue, []
+        return batch
+
     def _serve(self, g: _Group, model, spec) -> Iterator:
-        env, rec, alloc = self.env, self.ctx.recorder, self.ctx.alloc
-        me = env.active_process
-        lease = None
-        batch: list[int] = []
+        """One group's process: batches of its queue on its lease; a crash redoes the batch in flight."""
+        env, rec = self.env, self.ctx.recorder
+        hold = Hold(self.ctx.alloc, spec, g.slots, on_crash=interrupt(env.active_process))
+        batch: list[int] | None = []
         while True:
             try:
-                if lease is None:
-                    lease = yield alloc.acquire(spec, g.slots)
-                    alloc.on_crash(lease, lambda _inst: me.interrupt("crash") if me.is_alive else None)
+                if hold.lease is None:
+                    yield hold.request()
                 if not batch:
-                    if not g.queue:
-                        if self.closing:
-                            break
-                        g.wake = env.event()
-                        yield g.wake
-                        g.wake = None
-                        continue
-                    batch, g.queue = g.queue, []
+                    batch = yield from self._next_batch(g)
+                    if batch is None:
+                        break
+                lease = hold.lease
                 start = env.now
                 try:
                     yield env.timeout(self._batch_s(model, lease.slots, batch))
@@ -102,10 +109,8 @@ class StreamingInference:
                 g.done_samples += len(batch)
                 rec.count(self.i, "inference", **{f"streamed_{g.role}": float(len(batch))})
                 batch = []
-            except simpy.Interrupt:  # the instance crashed: a new one redoes the batch in flight
+            except simpy.Interrupt:  # the instance crashed (the hold dropped it): a new one redoes the batch in flight
                 g.wake = None
-                lease = None
                 if batch:
                     rec.count(self.i, "inference", retries=1.0)
-        alloc.on_crash(lease, None)
-        alloc.end(lease)
+        hold.end()

@@ -7,12 +7,16 @@ the topology, and fires `done` when the last sample has finished.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, NamedTuple
+
 import numpy as np
-import simpy
 
 from sim.rollout.replica import Replica, SchedulerActionError, SeqTable
 from sim.hardware.memory import InfeasibleError, kv_capacity_tokens
-from sim.recording import RunContext
+from sim.context import RunContext
+from sim.resources.leases import Hold
+from sim.rollout.dedup_prefill import DedupPrefill
 from sim.schedulers.base import (
     ClusterView,
     GenerationPlan,
@@ -22,7 +26,27 @@ from sim.schedulers.base import (
     ReplicaSpec,
     ScaleOut,
     Scheduler,
+    Slot,
 )
+
+if TYPE_CHECKING:
+    from sim.phases.streaming import StreamingInference
+
+
+class FreedGpus(NamedTuple):
+    """GPUs a scheduler released before generation ended (RLHFuse's cut), free from `when_s` to `end_s`."""
+
+    slots: tuple[Slot, ...]
+    when_s: float
+    end_s: float  # the end of the generation round
+    done_fraction: float  # share of the round's samples finished at `when_s`
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    """What one finished generation round hands to the phases after it."""
+
+    freed: tuple[FreedGpus, ...]  # early releases, in order (fused inference spends them)
 
 
 class GenerationPhase:
@@ -35,9 +59,15 @@ class GenerationPhase:
         plan: GenerationPlan,
         table: SeqTable,
         scheduler: Scheduler,
-        view_at: "callable[[], ClusterView]",
+        view_at: Callable[[], ClusterView],
+        template_tokens: int = 0,
+        stream: Callable[[], StreamingInference] | None = None,
     ):
+        """`template_tokens`: the round's shared chat-template prefix (dedup prefill reads it); `stream`
+        builds the streaming inference fed with finished samples, last, once the replicas (and the prefill
+        actor) have asked for their GPUs, so that its groups ask after them."""
         self.ctx = ctx
+        self.template_tokens = int(template_tokens)
         self.env = ctx.env
         self.iteration = iteration
         self.table = table
@@ -58,12 +88,10 @@ class GenerationPhase:
         self.backlog: dict[int, list[int]] = {}  # replica index -> samples waiting for it to start
         self.lost_tokens = 0
         self.failures = 0
-        self.stream = None  # sim.phases.streaming.StreamingInference fed with finished samples, if any
+        self.stream: StreamingInference | None = None  # built at the end of this constructor
         self.freed: list[tuple[tuple, float, float]] = []  # (GPUs, when, fraction of samples done) per early release
         self.gated: set[int] = set()  # replicas waiting for their prefix KV from the prefill actor
-        self.prefill_saved = 0
-        self.dedup_tokens = 0
-        self.dedup_would: int | None = None  # prompt tokens the replicas would have prefilled without dedup
+        self.dedup: DedupPrefill | None = None  # the shared-prefix prefill actor, with plan.prefix_dedup
         self.max_seq_tokens = max((p + t for p, t in zip(table.prompt_tokens, table.target_tokens)), default=1)
         self.kv_transfer_bytes = 0.0
         assignment = np.asarray(plan.assignment, dtype=np.int64)
@@ -73,7 +101,13 @@ class GenerationPhase:
             raise SchedulerActionError("generation plan assigns a sample to a replica that does not exist")
         if self.remaining == 0:
             self.done.succeed()
-            return
+        else:
+            self._start(plan, assignment)
+        if stream is not None:
+            self.stream = stream()
+
+    def _start(self, plan: GenerationPlan, assignment: np.ndarray) -> None:
+        """Ask for every replica's GPUs (and the prefill actor's, with prefix dedup), in plan order."""
         order = np.argsort(assignment, kind="stable")
         bounds = np.searchsorted(assignment[order], np.arange(len(plan.replicas) + 1))
         if plan.prefix_dedup:
@@ -84,15 +118,10 @@ class GenerationPhase:
         if plan.prefix_dedup:
             if plan.prefill is None:
                 raise SchedulerActionError("prefix_dedup needs a prefill actor placement (plan.prefill)")
-            lease_ev = self.alloc.acquire(self._prefill_spec(plan.prefill), plan.prefill.slots)  # now, before any pre-warm
             per_replica = [order[bounds[r] : bounds[r + 1]] for r in range(len(plan.replicas))]
-            self.env.process(self._dedup_prefill(plan, per_replica, lease_ev))
+            self.dedup = DedupPrefill(self, plan, per_replica)  # asks for the prefill actor now, before any pre-warm
 
     # ------------------------------------------------------------------ replicas
-    def _prefill_spec(self, spec: ReplicaSpec):
-        fraction = self.ctx.cfg.engine.gpu_memory_utilization or spec.gpu_memory_utilization
-        return self.ctx.roles.spec("prefill", spec.tp, None, fraction)
-
     def _capacity(self, spec: ReplicaSpec) -> tuple[int, int, float]:
         ctx = self.ctx
         cfg = ctx.cfg.engine
@@ -121,11 +150,12 @@ class GenerationPhase:
         self.finished_on.append(0)
         self.backlog[rid] = list(seqs)
         fraction = self.ctx.cfg.engine.gpu_memory_utilization or spec.gpu_memory_utilization
-        ev = self.alloc.acquire(self.ctx.roles.spec("rollout", spec.tp, None, fraction), spec.slots)
-        if ev.triggered:
-            self._start_replica(rid, ev.value, capacity, watermark)
-        else:
-            ev.callbacks.append(lambda e, r=rid, c=capacity, w=watermark: self._start_replica(r, e.value, c, w))
+        # a crash restarts the replica's unfinished samples on a new replica (`_crashed`)
+        Hold(
+            self.alloc, self.ctx.roles.spec("rollout", spec.tp, None, fraction), spec.slots,
+            on_crash=lambda _lease, r=rid: self._crashed(r),
+            on_grant=lambda lease, r=rid, c=capacity, w=watermark: self._start_replica(r, lease, c, w),
+        ).request()  # fmt: skip
         return rid
 
     def _start_replica(self, rid: int, lease, capacity: int, watermark: int) -> None:
@@ -150,7 +180,6 @@ class GenerationPhase:
         self.node_of[rid] = lease.node  # where the platform actually placed it
         self.slots_of[rid] = lease.slots
         self.owner_of[rid] = lease.owner
-        self.alloc.on_crash(lease, lambda _inst, r=rid: self._crashed(r))
         if rid in self.gated:  # its prefix KV has not arrived yet
             return
         self._hand_backlog(rid)
@@ -171,65 +200,6 @@ class GenerationPhase:
         self.gated.discard(rid)
         if self.replicas[rid] is not None:
             self._hand_backlog(rid)
-
-    def _dedup_prefill(self, plan: GenerationPlan, per_replica: list[np.ndarray], lease_ev):
-        """The prefill actor computes shared prefixes once; each decode replica receives their KV, then starts."""
-        ctx, table = self.ctx, self.table
-        template = int(ctx.extras.get("template_tokens", 0))
-        prompts = np.asarray(table.prompt_tokens, dtype=np.int64)
-        groups = np.asarray(table.group, dtype=np.int64)
-        # what the decode replicas would prefill without dedup: each distinct prompt once per replica
-        would = 0
-        for idx in per_replica:
-            if len(idx):
-                _, first = np.unique(groups[idx], return_index=True)
-                would += int(prompts[idx][first].sum())
-        _, first_all = np.unique(groups, return_index=True)
-        distinct = prompts[first_all]
-        if plan.dedup_scope == "template":
-            shared = np.minimum(prompts, template)
-            tokens, pairs = float(template), template * template / 2.0
-        else:
-            shared = prompts
-            rest = np.maximum(distinct - template, 0).astype(np.float64)
-            tokens = float((min(template, int(distinct.min())) if len(distinct) else 0) + rest.sum())
-            pairs = template * template / 2.0 + float((rest * (template + rest / 2.0)).sum())
-        for s_idx, v in enumerate(shared.tolist()):
-            table.cached_prefix[s_idx] = int(v)
-        compute_s = ctx.perf.replica(ctx.actor, plan.prefill.tp).prefill_s(tokens, pairs)
-        me = self.env.active_process
-        while True:  # a crash of the prefill actor redoes the prefill on a new instance
-            lease = yield lease_ev
-            self.alloc.on_crash(lease, lambda _inst: me.interrupt("crash") if me.is_alive else None)
-            start = self.env.now
-            try:
-                yield self.env.timeout(compute_s)
-                break
-            except simpy.Interrupt:
-                ctx.recorder.busy(self.iteration, "generation", "prefill", lease.slots, start, self.env.now, lease.owner)
-                ctx.recorder.count(self.iteration, "generation", retries=1.0)
-                lease_ev = self.alloc.acquire(self._prefill_spec(plan.prefill), plan.prefill.slots)
-        self.alloc.on_crash(lease, None)
-        done_at = self.env.now
-        last = done_at
-        kvb = ctx.actor.kv_bytes_per_token
-        for rid, idx in enumerate(per_replica):
-            if not len(idx):
-                self._kv_arrived(rid)
-                continue
-            _, first = np.unique(groups[idx], return_index=True)
-            nbytes = float(shared[idx][first].sum()) * kvb
-            self.kv_transfer_bytes += nbytes
-            dst_node = self.node_of.get(rid, self.specs[rid].node)  # placed node, or planned if still starting
-            delay = ctx.cluster.gpu_transfer_s(lease.node, dst_node, nbytes)
-            last = max(last, done_at + delay)
-            self.env.timeout(delay).callbacks.append(lambda _e, r=rid: self._kv_arrived(r))
-        if last > self.env.now:
-            yield self.env.timeout(last - self.env.now)
-        ctx.recorder.busy(self.iteration, "generation", "prefill", lease.slots, start, self.env.now, lease.owner)
-        self.alloc.end(lease)
-        self.dedup_tokens = int(tokens)
-        self.dedup_would = would
 
     def _crashed(self, rid: int) -> None:
         """The replica's instance crashed: its unfinished samples restart from scratch on a replacement."""
@@ -390,8 +360,9 @@ class GenerationPhase:
         self.ctx.recorder.engine_events += rep.events
         rep.events = 0
 
-    def finish(self) -> None:
-        """Hand GPUs back (keep-alive when serverless) and record each replica's busy intervals."""
+    def finish(self) -> GenerationResult:
+        """Hand GPUs back (keep-alive when serverless), record each replica's busy intervals, and return
+        what the later phases need from this round."""
         rec = self.ctx.recorder
         for rid in range(len(self.replicas)):
             self._record_replica(rid)
@@ -399,7 +370,6 @@ class GenerationPhase:
         t = self.table
         live = [r for r in self.replicas if r is not None]
         row = rec.counters.setdefault((self.iteration, "generation"), {})
-        self.ctx.extras["freed_gpus"] = [(slots, when, self.env.now, done) for slots, when, done in self.freed]
         rec.count(
             self.iteration,
             "generation",
@@ -416,7 +386,7 @@ class GenerationPhase:
         )
         # (a dynamic-sampling step runs several rounds: the iteration's figures are the largest of its rounds)
         row["peak_decode_batch"] = max(row.get("peak_decode_batch", 0.0), float(max((r.peak_batch for r in live), default=0)))
-        ee = getattr(self.ctx.perf, "early_exit", None)
+        ee = self.ctx.perf.early_exit
         if ee is not None:  # executed depth of the steps as run (docs/metrics.md, early_exit_depth_*)
             steps_by_batch: dict[int, int] = {}
             for r in live:
@@ -425,12 +395,13 @@ class GenerationPhase:
             depth_steps, depth_tokens = ee.depth_sums(steps_by_batch)
             rec.count(self.iteration, "generation", early_exit_depth_steps=depth_steps, early_exit_depth_tokens=depth_tokens,
                       early_exit_step_tokens=float(sum(b * k for b, k in steps_by_batch.items())))  # fmt: skip
-        if self.dedup_would is not None:
+        if self.dedup is not None and self.dedup.would is not None:
             replica_prompt_prefill = sum(r.prefill_tokens for r in live) - t.recomputed_tokens
             rec.count(
                 self.iteration,
                 "generation",
-                prefill_tokens=float(self.dedup_tokens),
-                prefill_tokens_saved=float(self.dedup_would - self.dedup_tokens - replica_prompt_prefill),
+                prefill_tokens=float(self.dedup.tokens),
+                prefill_tokens_saved=float(self.dedup.would - self.dedup.tokens - replica_prompt_prefill),
             )
         row["rollout_tp"] = max(row.get("rollout_tp", 0.0), float(max((spec.tp for spec in self.specs), default=0)))
+        return GenerationResult(tuple(FreedGpus(slots, when, self.env.now, done) for slots, when, done in self.freed))

@@ -16,7 +16,7 @@ import numpy as np
 import simpy
 from pydantic import ValidationError
 
-from sim.catalog import Catalog, CatalogError, GpuSpec, ModelSpec, gpu_from_mapping, load_catalog, model_from_mapping, suggest
+from sim.catalog import Catalog, CatalogError, GpuSpec, ModelSpec, gpu_from_mapping, load_catalog, model_from_mapping
 from sim.errors import NotImplementedYet  # noqa: F401 (re-exported)
 from sim.hardware.cluster import Cluster
 from sim.config import ConfigError, ExperimentConfig, format_validation_error
@@ -29,7 +29,8 @@ from sim.recipes import Recipe
 from sim.phases.iteration import run_iteration, run_startup
 from sim.resources.roles import RoleBook
 from sim.recording import GpuPool, Recorder, RunContext
-from sim.schedulers.base import ClusterView, Scheduler, Slot, StartCost, available, lookup
+from sim.schedulers.base import ClusterView, Scheduler, Slot, StartCost
+from sim.schedulers.registry import resolve
 from sim.workload import make_workload
 
 
@@ -69,15 +70,7 @@ def resolve_gpu(spec: str | dict[str, Any], catalog: Catalog) -> GpuSpec:
 
 
 def make_scheduler(cfg: ExperimentConfig, rng: np.random.Generator, file: str = "experiment") -> Scheduler:
-    name = cfg.scheduler.name
-    cls = lookup(name)
-    if cls is None:
-        found = available()
-        raise ConfigError(
-            f"{file}: scheduler.name: unknown scheduler {name!r}{suggest(name, list(found))}; available: {', '.join(sorted(found))}"
-        )
-    if hasattr(cls, "error"):
-        raise ConfigError(f"{file}: scheduler.name: {cls.error}")
+    cls = resolve(cfg.scheduler.name, f"{file}: scheduler.name")  # unknown names and broken plug-ins: ConfigError
     try:
         params = cls.Params.model_validate(cfg.scheduler.params)
     except ValidationError as exc:

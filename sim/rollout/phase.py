@@ -23,6 +23,7 @@ from sim.schedulers.base import (
     ScaleOut,
     Scheduler,
 )
+from sim.schedulers.views import ContextTokens
 
 
 class GenerationPhase:
@@ -314,8 +315,10 @@ class GenerationPhase:
 
     # ------------------------------------------------------------------ scheduler actions
     def progress(self, replica: Replica, seqs: list[int]) -> GenerationProgress:
-        # one pass per field in comprehensions: this runs at every completion an observing scheduler sees
-        reps, backlog = self.replicas, self.backlog
+        # one pass per field in comprehensions: this runs at every completion an observing scheduler sees.
+        # A snapshot of values: the queues and each replica's running map are copied (C-speed copies); the
+        # per-sample contexts are computed from those copies only if the scheduler asks (ContextTokens)
+        reps, backlog, table = self.replicas, self.backlog, self.table
         running = tuple([len(r.running) if r is not None else 0 for r in reps])
         waiting = tuple([len(r.waiting) if r is not None else len(backlog.get(i, ())) for i, r in enumerate(reps)])
         free_slots = tuple(
@@ -324,6 +327,10 @@ class GenerationPhase:
         released = tuple([r.released if r is not None else False for r in reps])
         ready = tuple([r is not None for r in reps])
         free_kv = tuple([(f if (f := r.cap - r.mem) > 0 else 0) if r is not None else 0 for r in reps])
+        live = [(r.running.copy(), r.steps) for r in reps if r is not None and r.running]
+        queues = tuple(
+            [(*r.running, *r.waiting) if r is not None else tuple(backlog.get(i, ())) for i, r in enumerate(reps)]
+        )  # fmt: skip
         return GenerationProgress(
             now_s=self.env.now,
             replica=replica.id,
@@ -336,14 +343,9 @@ class GenerationPhase:
             released=released,
             ready=ready,
             free_kv_tokens=free_kv,
-            unfinished=lambda i: tuple(reps[i].running) + tuple(reps[i].waiting) if reps[i] else tuple(self.backlog.get(i, ())),
-            context_tokens=lambda s: self.table.prompt_tokens[s] + self._generated_now(s),
+            queues=queues,
+            contexts=ContextTokens(table.prompt_tokens, table.target_tokens, table.generated.copy(), live),
         )
-
-    def _generated_now(self, s: int) -> int:
-        r = self.table.replica_of[s]
-        rep = self.replicas[r] if r >= 0 else None
-        return rep.generated_now(s) if rep is not None else self.table.generated[s]
 
     def _consult(self, replica: Replica, seqs: list[int]) -> None:
         actions = self.scheduler.on_generation_event(self.view_at(), self.progress(replica, seqs))

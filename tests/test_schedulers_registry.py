@@ -159,7 +159,7 @@ def code_blocks(markdown: str) -> list[str]:
     return re.findall(r"^```[a-z]*\n(.*?)^```$", markdown, flags=re.M | re.S)
 
 
-@pytest.mark.parametrize("name", [f"{MODULE}.py", "setup.cfg", "pyproject.toml", "experiment.yaml"])
+@pytest.mark.parametrize("name", [f"{MODULE}.py", f"test_{MODULE}.py", "setup.cfg", "pyproject.toml", "experiment.yaml"])
 def test_tutorial_shows_the_shipped_file(name: str) -> None:
     blocks = code_blocks((ROOT / "docs" / "schedulers.md").read_text())
     assert (PLUGIN_DIR / name).read_text() in blocks, f"docs/schedulers.md has no code block equal to {name}"

@@ -7,9 +7,12 @@ the topology, and fires `done` when the last sample has finished.
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 import simpy
 
+from sim.rollout.progress import LiveDetail, keep
 from sim.rollout.replica import Replica, SchedulerActionError, SeqTable
 from sim.hardware.memory import InfeasibleError, kv_capacity_tokens
 from sim.recording import RunContext
@@ -23,7 +26,6 @@ from sim.schedulers.base import (
     ScaleOut,
     Scheduler,
 )
-from sim.schedulers.views import ContextTokens
 
 
 class GenerationPhase:
@@ -315,10 +317,9 @@ class GenerationPhase:
 
     # ------------------------------------------------------------------ scheduler actions
     def progress(self, replica: Replica, seqs: list[int]) -> GenerationProgress:
-        # one pass per field in comprehensions: this runs at every completion an observing scheduler sees.
-        # A snapshot of values: the queues and each replica's running map are copied (C-speed copies); the
-        # per-sample contexts are computed from those copies only if the scheduler asks (ContextTokens)
-        reps, backlog, table = self.replicas, self.backlog, self.table
+        # one pass per field in comprehensions: this runs at every completion an observing scheduler sees;
+        # the per-sample detail reads the live replicas during the call and is copied only if kept (_consult)
+        reps, backlog = self.replicas, self.backlog
         running = tuple([len(r.running) if r is not None else 0 for r in reps])
         waiting = tuple([len(r.waiting) if r is not None else len(backlog.get(i, ())) for i, r in enumerate(reps)])
         free_slots = tuple(
@@ -327,10 +328,6 @@ class GenerationPhase:
         released = tuple([r.released if r is not None else False for r in reps])
         ready = tuple([r is not None for r in reps])
         free_kv = tuple([(f if (f := r.cap - r.mem) > 0 else 0) if r is not None else 0 for r in reps])
-        live = [(r.running.copy(), r.steps) for r in reps if r is not None and r.running]
-        queues = tuple(
-            [(*r.running, *r.waiting) if r is not None else tuple(backlog.get(i, ())) for i, r in enumerate(reps)]
-        )  # fmt: skip
         return GenerationProgress(
             now_s=self.env.now,
             replica=replica.id,
@@ -343,12 +340,16 @@ class GenerationPhase:
             released=released,
             ready=ready,
             free_kv_tokens=free_kv,
-            queues=queues,
-            contexts=ContextTokens(table.prompt_tokens, table.target_tokens, table.generated.copy(), live),
+            detail=LiveDetail(reps, backlog, self.table),
         )
 
     def _consult(self, replica: Replica, seqs: list[int]) -> None:
-        actions = self.scheduler.on_generation_event(self.view_at(), self.progress(replica, seqs))
+        progress = self.progress(replica, seqs)
+        kept = weakref.ref(progress)
+        actions = self.scheduler.on_generation_event(self.view_at(), progress)
+        del progress
+        if (still := kept()) is not None:  # the scheduler holds on to the snapshot: copy its detail now
+            keep(still)
         for action in actions or ():
             self.apply(action)
 

@@ -27,6 +27,7 @@ from sim.schedulers.views import (
     GenerationProgress,
     InferenceWork,
     IterationStats,
+    ProgressDetail,
     RolloutBatch,
     Slot,
     StartCost,
@@ -59,27 +60,33 @@ def cluster_view(
     `free_slots`: default every GPU. `start_s`: a function as ClusterView has, or the costs of the first
     requests (later ones cost like the last); default: every start resident (free). Any other ClusterView
     field (critic, reward, warm, gpu_sharing, inference_roles, max_num_seqs, learner_node, ...) by keyword.
-    The engine settings default to the experiment file's (`engine.max_num_seqs`, `engine.kv_watermark`).
+    Everything else defaults to what a run of an experiment file with default sections gives (`engine`,
+    `perf`, and when serverless `platform.gpu_sharing` and the cold start's fixed part as `startup_s`).
     """
+    from pathlib import Path
+
     from sim.catalog import load_catalog
-    from sim.config import EngineConfig
+    from sim.config import EngineConfig, PerfConfig, PlatformConfig
     from sim.hardware.cluster import Cluster
     from sim.hardware.memory import kv_capacity_tokens
-    from sim.perf.roofline import RooflineModel
+    from sim.perf import build_perf
 
     catalog = load_catalog()
     gpu_spec = catalog.gpu(gpu) if isinstance(gpu, str) else gpu
     actor = catalog.model(model) if isinstance(model, str) else model
-    cluster = Cluster(gpu_spec, nodes, gpus_per_node)
-    engine = EngineConfig()
+    perf = build_perf(PerfConfig(), gpu_spec, Path("."))  # the experiment file's defaults, as a run builds them
+    cluster = Cluster(gpu_spec, nodes, gpus_per_node, network_efficiency=perf.params.network_efficiency)
+    engine, platform = EngineConfig(), PlatformConfig()
     every = tuple(Slot(n, g) for n in range(nodes) for g in range(gpus_per_node))
     base: dict[str, Any] = dict(
         now_s=now_s, iteration=iteration, iterations=iterations, nodes=nodes, gpus_per_node=gpus_per_node, gpu=gpu_spec,
         actor=actor, critic=None, reference=actor, reward=None, algorithm=algorithm, deployment=deployment,
         free_slots=every if free_slots is None else tuple(free_slots), max_num_seqs=engine.max_num_seqs,
         kv_watermark=engine.kv_watermark, kv_capacity_tokens=lambda tp, f: kv_capacity_tokens(actor, gpu_spec, tp, f),
-        transfer_s=cluster.gpu_transfer_s, nodes_by_distance=cluster.nodes_by_distance, perf=RooflineModel(gpu_spec),
+        transfer_s=cluster.gpu_transfer_s, nodes_by_distance=cluster.nodes_by_distance, perf=perf,
     )  # fmt: skip
+    if deployment == "serverless":  # the platform section's defaults
+        base.update(gpu_sharing=platform.gpu_sharing, startup_s=platform.cold_start.container_s + platform.cold_start.engine_init_s)
     if start_s is not None:
         base["start_s"] = start_s if callable(start_s) else _fixed_starts(tuple(start_s))
     base.update(fields)
@@ -180,7 +187,7 @@ def generation_progress(
         running=tuple(n_run), waiting=tuple(n_wait),
         free_slots=tuple(max(0, max_num_seqs - len(x)) for x in q) if free_slots is None else tuple(free_slots),
         released=(False,) * k if released is None else tuple(released), ready=(True,) * k if ready is None else tuple(ready),
-        free_kv_tokens=kv, queues=q, contexts=ctx,
+        free_kv_tokens=kv, detail=ProgressDetail(q, ctx),
     )  # fmt: skip
 
 

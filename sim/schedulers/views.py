@@ -9,7 +9,6 @@ way to change the simulation; decisions go back as plans and actions (plans.py, 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Sequence
 
 import numpy as np
@@ -109,13 +108,33 @@ class RolloutBatch:
         return int(len(self.sample_prompt))
 
 
+class ProgressDetail:
+    """The per-sample part of a `GenerationProgress`, as values: each replica's unfinished samples (running
+    ones first, in admission order, then queued ones) and the context tokens of at least every unfinished
+    sample. Built by `sim.schedulers.testing.generation_progress`; the mechanism's subclass reads the live
+    replicas while the scheduler is being called and copies these values if the scheduler keeps the snapshot.
+    """
+
+    __slots__ = ("_queues", "_contexts")
+
+    def __init__(self, queues: Sequence[Sequence[int]] = (), contexts: Mapping[int, int] | None = None):
+        self._queues: tuple[tuple[int, ...], ...] = tuple(tuple(q) for q in queues)
+        self._contexts: Mapping[int, int] = {} if contexts is None else contexts
+
+    def queue(self, replica: int) -> tuple[int, ...]:
+        return self._queues[replica] if 0 <= replica < len(self._queues) else ()
+
+    def context(self, sample: int) -> int:
+        return self._contexts[sample]
+
+
 @dataclass(frozen=True)
 class GenerationProgress:
     """Passed to `on_generation_event` after completions: per-replica counts and who just finished.
 
-    A snapshot: every field holds the values of the instant it was taken, and so do `unfinished(r)` and
-    `context_tokens(s)`. They read frozen copies (`queues`, `contexts`), so the snapshot stays the same
-    however long a scheduler keeps it.
+    A snapshot: every field, `unfinished(r)` and `context_tokens(s)` give the values of the instant it was
+    taken, however long a scheduler keeps it. (The per-sample detail costs O(samples) to copy, so the
+    mechanism copies it only when the scheduler keeps the snapshot past its call; sim/rollout/progress.py.)
     """
 
     now_s: float
@@ -129,54 +148,15 @@ class GenerationProgress:
     released: tuple[bool, ...]
     ready: tuple[bool, ...] = ()  # per replica: started (its instance is warm); False while cold-starting
     free_kv_tokens: tuple[int, ...] = ()  # per replica: KV tokens it could still admit
-    #: per replica: its unfinished sample ids (running ones first, in admission order, then queued ones)
-    queues: tuple[tuple[int, ...], ...] = field(default=(), repr=False, compare=False)
-    #: current context (prompt + generated) tokens per sample id, at least for every unfinished sample
-    contexts: "ContextTokens | Mapping[int, int]" = field(default_factory=dict, repr=False, compare=False)
+    detail: ProgressDetail = field(default_factory=ProgressDetail, repr=False, compare=False)
 
     def unfinished(self, replica: int) -> tuple[int, ...]:
         """The unfinished sample ids on `replica` (running first, then queued); () for an unknown index."""
-        return self.queues[replica] if 0 <= replica < len(self.queues) else ()
+        return self.detail.queue(replica)
 
     def context_tokens(self, sample: int) -> int:
-        """A sample's prompt plus the tokens it has generated so far."""
-        return self.contexts[sample]
-
-
-class ContextTokens(Mapping[int, int]):
-    """Sample -> prompt + generated tokens at one instant, computed on first use from frozen copies.
-
-    The mechanism hands it a copy of each replica's running sequences (with the decode step each will
-    finish at) and step count, and of the generated-token counts: cheap copies at C speed, so the snapshot
-    costs little on every completion and the per-sample arithmetic is paid only by a scheduler that asks.
-    """
-
-    __slots__ = ("_prompt", "_target", "_generated", "_running", "__dict__")
-
-    def __init__(
-        self, prompt_tokens: Sequence[int], target_tokens: Sequence[int], generated: Sequence[int],
-        running: Sequence[tuple[Mapping[int, int], int]],
-    ):  # fmt: skip
-        # prompt and target token counts never change during a rollout: shared, not copied
-        self._prompt, self._target, self._generated, self._running = prompt_tokens, target_tokens, generated, running
-
-    @cached_property
-    def _live(self) -> dict[int, int]:
-        target, out = self._target, {}
-        for finish_at, steps in self._running:
-            for s, fin in finish_at.items():
-                out[s] = target[s] - (fin - steps)
-        return out
-
-    def __getitem__(self, sample: int) -> int:
-        generated = self._live.get(sample)
-        return self._prompt[sample] + (self._generated[sample] if generated is None else generated)
-
-    def __iter__(self):
-        return iter(range(len(self._prompt)))
-
-    def __len__(self) -> int:
-        return len(self._prompt)
+        """A sample's prompt plus the tokens it has generated so far (defined for every unfinished sample)."""
+        return self.detail.context(sample)
 
 
 @dataclass(frozen=True)

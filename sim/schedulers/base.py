@@ -25,6 +25,7 @@ from sim.schedulers.views import (
     GenerationProgress,
     InferenceWork,
     IterationStats,
+    ProgressDetail,
     RolloutBatch,
     Slot,
     StartCost,
@@ -110,7 +111,7 @@ from sim.schedulers.registry import _REGISTRY  # noqa: E402,F401 (tests of other
 
 __all__ = [
     "Action", "BUILTIN_MODULES", "BrokenPlugin", "ClusterView", "ENTRY_POINT_GROUP", "GenerationPlan", "GenerationProgress",
-    "InferencePlan", "InferenceWork", "IterationStats", "Migrate", "NoParams", "PlanError", "PluginError", "Prewarm",
+    "InferencePlan", "InferenceWork", "IterationStats", "Migrate", "NoParams", "PlanError", "PluginError", "Prewarm", "ProgressDetail",
     "Release", "ReplicaSpec", "RolePlan", "RolloutBatch", "ScaleOut", "Scheduler", "SchedulerParams", "Slot", "StartCost",
     "TrainingPlan", "TrainingWork", "available", "broken", "lookup", "register",
 ]  # fmt: skip

@@ -136,6 +136,9 @@ def work_units(summary: dict, sequences: int) -> int:
     return summary["engine_events"] + 2 * sequences + 2 * summary["preemptions"]
 
 
+PLATFORM_FILES = {"platform.py", "starts.py"}  # sim/resources/: where the serverless platform's processes live
+
+
 def resumes(cfg) -> tuple[Counter, int]:
     """Process resumes by kind (engine, phases, platform) and SimPy events of one run (counting wrappers)."""
     kinds: Counter = Counter()
@@ -144,7 +147,7 @@ def resumes(cfg) -> tuple[Counter, int]:
 
     def counted_resume(self, event):
         name = Path(self._generator.gi_code.co_filename).name
-        kinds["engine" if name == "engine.py" else "platform" if name == "platform.py" else "phases"] += 1
+        kinds["engine" if name == "replica.py" else "platform" if name in PLATFORM_FILES else "phases"] += 1
         return resume(self, event)
 
     def counted_step(self):

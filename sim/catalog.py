@@ -2,7 +2,7 @@
 
 Every entry is plain data with its source recorded beside it in the YAML. This module only loads,
 type-checks and merges the files (the packaged ones, then the user's, each YAML file read by `_read_yaml`);
-what the numbers mean for timing lives in `sim/perf/`, for lengths in `sim/workload.py`.
+what the numbers mean for timing lives in `sim/perf/`, for lengths in `sim/workload/`.
 """
 
 from __future__ import annotations
@@ -385,7 +385,8 @@ def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
 
 
 def _check_dataset(name: str, entry: Any, path: Path) -> dict[str, Any]:
-    from sim.workload import WorkloadError, parse_dataset
+    from sim.errors import WorkloadError
+    from sim.workload.entries import parse_dataset
 
     try:
         parse_dataset(name, entry)
@@ -403,7 +404,8 @@ def _strip_dataset_prefix(message: str, name: str) -> str:
 def _check_platform(name: str, entry: Any, path: Path) -> dict[str, Any]:
     from pydantic import ValidationError
 
-    from sim.config import PlatformConfig, format_validation_error
+    from sim.config.models import PlatformConfig
+    from sim.config.messages import format_validation_error
 
     if not isinstance(entry, dict):
         raise CatalogError(f"{path}: platforms.{name}: expected a mapping of platform fields, got {entry!r}")

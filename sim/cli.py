@@ -44,8 +44,10 @@ class Outcome:
 
 def execute(args: argparse.Namespace) -> Outcome:
     """Expand the experiment (sweep grid x schedulers), run what is not complete yet, write the results."""
-    from sim.config import ConfigError, add_catalogs, apply_overrides, read_yaml_file, resolve_catalog, validate
-    from sim.sweep import expand, format_value, run_plan
+    from sim.errors import ConfigError
+    from sim.config.loading import add_catalogs, apply_overrides, read_yaml_file, resolve_catalog, validate
+    from sim.sweep.driver import run_plan
+    from sim.sweep.plan import expand, format_value
 
     path = Path(args.file)
     file = str(path)
@@ -70,7 +72,7 @@ def execute(args: argparse.Namespace) -> Outcome:
         ray_address=args.ray_address, quiet=args.quiet, strict=not plan.is_sweep, catalog=catalog,
     )  # fmt: skip
     if args.png and outcome.summaries:
-        from sim.output.report import export_png
+        from sim.output.experiment_report import export_png
 
         export_png(outcome.exp_dir, [r.run_id for r in plan.runs if r.run_id in outcome.summaries], outcome.rows, list(plan.sweep_keys))
     summaries = [outcome.summaries[r.run_id] for r in plan.runs if r.run_id in outcome.summaries]
@@ -83,7 +85,8 @@ def check_schedulers(cfg: Any, variants: dict[str, Any], file: str) -> None:
 
     from pydantic import ValidationError
 
-    from sim.config import ConfigError, format_validation_error
+    from sim.errors import ConfigError
+    from sim.config.messages import format_validation_error
     from sim.simulation import make_scheduler
     from sim.schedulers.registry import resolve
 
@@ -198,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         return INTERNAL
     if not args.quiet and outcome.summaries:
         if outcome.is_sweep:
-            from sim.sweep import print_sweep_table
+            from sim.sweep.progress import print_sweep_table
 
             print_sweep_table(outcome.sweep, outcome.sweep_keys)
         else:
@@ -221,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def check_png() -> None:
     """--png needs kaleido (the plots extra); refuse before running anything."""
-    from sim.config import ConfigError
+    from sim.errors import ConfigError
 
     try:
         import kaleido  # noqa: F401

@@ -7,7 +7,7 @@ the roles from here: the iteration (sim/phases/iteration.py), the inference and 
 start-up, and schedulers through `ClusterView.inference_roles` / `trained_models` (RLHFless pre-warms).
 
 `RECIPES` holds each algorithm's published defaults with their sources (docs/experiment.md, "Recipes";
-docs/model.md section 1). The config layer (sim/config.py) fills them into the resolved config, so a run's
+docs/model.md section 1). The config layer (sim/config/) fills them into the resolved config, so a run's
 config.yaml shows every value it used.
 """
 
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Literal
 from sim.resources.roles import ACTOR_LOGPROB, ACTOR_TRAINER, CRITIC, CRITIC_TRAINER, PREFILL, REFERENCE, REWARD, ROLLOUT
 
 if TYPE_CHECKING:  # pragma: no cover
-    from sim.config import ExperimentConfig
+    from sim.config.models import ExperimentConfig
 
 Kl = Literal["loss", "reward", "none"]
 

@@ -5,11 +5,16 @@ settings a user may write (other schedulers and platforms, crashes, tiny KV cach
 then values replaced by values of other types, keys added, removed and nested, and now and then the YAML
 text itself damaged (a line repeated, indentation broken, the end cut off). An internal error (exit 1) or a traceback
 is a bug: a user's mistake must get a message that names the file and the field.
+
+Two tests: documents with only the user settings applied (`patched`) must mostly run (at least 90% exit 0;
+the count is reported), so the paths behind a valid file get exercised; documents that are also mutated and
+damaged (`documents`) explore bad input, where exit 2 is expected and only exit 1 or a traceback fails.
 """
 
 from __future__ import annotations
 
 import copy
+from collections import Counter
 import math
 import tempfile
 from pathlib import Path
@@ -54,26 +59,40 @@ def parent_of(doc: Any, path: tuple) -> Any:
     return doc
 
 
+MIN_RAN_FRACTION = 0.9
+
 # settings a user may well write: with them, many documents are valid and run (deeper paths get exercised)
 PATCHES = st.sampled_from([
     ("platform", {"kind": "serverless"}), ("platform", {"preset": "self-hosted", "sleep_idle": True}),
     ("platform", {"preset": "runpod", "failures": {"mtbf_s": 5.0}}), ("scheduler", {"name": "rlhfless"}),
     ("scheduler", {"name": "rlhfuse"}), ("scheduler", {"name": "oracle", "params": {"stream_inference": True}}),
     ("scheduler", {"name": "serverless"}), ("engine", {"mode": "step"}), ("engine", {"max_num_seqs": 1}),
-    ("engine", {"gpu_memory_utilization": 0.05}), ("engine", {"admission": "reserve_max"}), ("compare", ["serverless"]),
-    ("cluster", {"nodes": 2, "gpus_per_node": 2, "gpu": "H100-SXM"}), ("model", "qwen2.5-0.5b"), ("model", "mixtral-8x7b"),
+    ("engine", {"gpu_memory_utilization": 0.2}), ("engine", {"admission": "reserve_max"}), ("compare", ["serverless"]),
+    ("cluster", {"nodes": 2, "gpus_per_node": 2, "gpu": "H100-SXM"}), ("model", "qwen2.5-0.5b"), [("model", "mixtral-8x7b"), ("training", {"offload": True})],
     ("workload", {"dataset": "livecodebench", "algorithm": "ppo", "prompts_per_iteration": 2, "samples_per_prompt": 1}),
     ("workload", {"dataset": "gsm8k", "prompts_per_iteration": 3, "samples_per_prompt": 3, "max_response_tokens": 1}),
     ("training", {"offload": True}), ("sweep", {"cluster.nodes": [1, 2]}), ("iterations", 2),
 ])  # fmt: skip
 
 
-@st.composite
-def documents(draw: st.DrawFn) -> str:
+def apply_patches(draw: st.DrawFn) -> dict[str, Any]:
     doc = yaml.safe_load(yaml.safe_dump(BASE))
     for _ in range(draw(st.integers(0, 2))):
-        key, value = copy.deepcopy(draw(PATCHES))
-        doc[key] = dict(doc[key], **value) if isinstance(value, dict) and isinstance(doc.get(key), dict) else value
+        patch = copy.deepcopy(draw(PATCHES))
+        for key, value in patch if isinstance(patch, list) else [patch]:  # a list: settings that go together
+            doc[key] = dict(doc[key], **value) if isinstance(value, dict) and isinstance(doc.get(key), dict) else value
+    return doc
+
+
+@st.composite
+def patched(draw: st.DrawFn) -> str:
+    """A document a user may write: the base with up to two of PATCHES, nothing mutated or damaged."""
+    return yaml.safe_dump(apply_patches(draw), sort_keys=False)
+
+
+@st.composite
+def documents(draw: st.DrawFn) -> str:
+    doc = apply_patches(draw)
     for _ in range(draw(st.integers(0, 2))):
         where = draw(st.sampled_from(paths(doc)))
         parent = parent_of(doc, where)
@@ -103,9 +122,8 @@ def documents(draw: st.DrawFn) -> str:
     return "\n".join(lines) + "\n"
 
 
-@settings(max_examples=70, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-@given(documents())
-def test_random_documents_exit_0_or_2_without_a_traceback(capsys: pytest.CaptureFixture[str], text: str) -> None:
+def run_document(text: str, capsys: pytest.CaptureFixture[str]) -> int:
+    """Run one document through the CLI; exit 0 or a bad-input exit 2 with a message naming the file, else fail."""
     from sim.cli import main
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -117,3 +135,41 @@ def test_random_documents_exit_0_or_2_without_a_traceback(capsys: pytest.Capture
     assert "Traceback" not in captured.err and "internal error" not in captured.err, (captured.err, text)
     if code == 2:
         assert captured.err.startswith(f"error: {path}: "), (captured.err, text)
+    return code
+
+
+def summary_line(codes: Counter[int]) -> str:
+    total = sum(codes.values())
+    return f"{codes[0]} of {total} generated documents ran (exit 0, {codes[0] / max(total, 1):.0%}); refused (exit 2): {codes[2]}"
+
+
+def test_documents_a_user_may_write_mostly_run(capsys: pytest.CaptureFixture[str], record_property: pytest.RecordProperty) -> None:
+    codes: Counter[int] = Counter()
+
+    @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+    @given(patched())
+    def run(text: str) -> None:
+        codes[run_document(text, capsys)] += 1
+
+    run()
+    line = summary_line(codes)
+    record_property("fuzz_exit_codes", dict(codes))
+    with capsys.disabled():
+        print(f"\n{line}")
+    assert codes[0] >= MIN_RAN_FRACTION * sum(codes.values()), line
+
+
+def test_random_documents_exit_0_or_2_without_a_traceback(capsys: pytest.CaptureFixture[str], record_property: pytest.RecordProperty) -> None:
+    codes: Counter[int] = Counter()
+
+    @settings(max_examples=70, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+    @given(documents())
+    def run(text: str) -> None:
+        codes[run_document(text, capsys)] += 1
+
+    run()
+    line = summary_line(codes)
+    record_property("fuzz_exit_codes", dict(codes))
+    with capsys.disabled():
+        print(f"\n{line}")
+    assert codes[2] > 0, f"the mutations no longer reach a bad input: {line}"

@@ -1,12 +1,19 @@
 """Random configurations across every scheduler and recipe, with crashes, small KV caches, early exit and both
 engine modes: a run either refuses its input (bad-input error) or finishes with every sample generated once,
-at full length. Internal errors are bugs."""
+at full length. Internal errors are bugs.
+
+Two generators: `runnable` draws configurations a user could run (a model only on GPUs it fits), so the
+checks on finished runs get exercised: at least 90% of them must run, and the test reports the count.
+`configs` draws every combination, infeasible ones included, to explore refusals.
+"""
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -76,17 +83,28 @@ def raw_config(p: dict) -> dict:
     return raw
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(p=configs)
-def test_random_runs_finish_every_sample_or_refuse_the_input(p):
+def make_runnable(p: dict) -> dict:
+    """The drawn configuration with a model it can run: Mixtral-8x7B (93 GB of bf16 weights) only on 2 x 4
+    H100s at the default memory share; on fewer GPUs it does not fit, which `configs` explores."""
+    if p["model"] == "mixtral-8x7b":
+        return dict(p, gpu="H100-SXM", nodes=2, gpus=4, memory=None)
+    return p
+
+
+runnable = configs.map(make_runnable)
+MIN_RAN_FRACTION = 0.9
+
+
+def check_run(p: dict) -> str:
+    """Run one drawn configuration: 'ran' (and checked), 'refused' (config) or 'infeasible' (bad input at run time)."""
     try:
         cfg = validate(raw_config(p), "fuzz")
     except ConfigError:
-        return
+        return "refused"
     try:
         result = simulate(cfg)
     except BadInput:
-        return  # e.g. a model that does not fit the GPUs given: refused with exit 2 by the CLI
+        return "infeasible"  # e.g. a model that does not fit the GPUs given: refused with exit 2 by the CLI
     baseline = dict(p, scheduler="verl", mtbf=None, mode="analytic", early_exit=False)
     try:
         reference = simulate(validate(raw_config(baseline), "fuzz"))
@@ -97,3 +115,39 @@ def test_random_runs_finish_every_sample_or_refuse_the_input(p):
         if reference is not None:  # the workload does not depend on the scheduler, crashes or the engine mode
             np.testing.assert_array_equal(gen, reference.generated[i])
     assert result.summary["billed_gpu_s"] >= result.summary["busy_gpu_s"] - 1e-6
+    return "ran"
+
+
+def report(outcomes: Counter[str], record_property: pytest.RecordProperty) -> str:
+    total = sum(outcomes.values())
+    line = f"{outcomes['ran']} of {total} generated configs ran ({outcomes['ran'] / max(total, 1):.0%}); refused: {outcomes['refused']}, infeasible: {outcomes['infeasible']}"
+    record_property("fuzz_outcomes", dict(outcomes))
+    print(line)
+    return line
+
+
+def test_random_runnable_configs_finish_every_sample(record_property: pytest.RecordProperty) -> None:
+    outcomes: Counter[str] = Counter()
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(p=runnable)
+    def run(p: dict) -> None:
+        outcomes[check_run(p)] += 1
+
+    run()
+    line = report(outcomes, record_property)
+    assert outcomes["ran"] >= MIN_RAN_FRACTION * sum(outcomes.values()), line
+
+
+def test_random_configs_finish_every_sample_or_refuse_the_input(record_property: pytest.RecordProperty) -> None:
+    """Every combination, infeasible ones included: each either runs (checked as above) or is refused as bad input."""
+    outcomes: Counter[str] = Counter()
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(p=configs)
+    def run(p: dict) -> None:
+        outcomes[check_run(p)] += 1
+
+    run()
+    report(outcomes, record_property)
+    assert outcomes["infeasible"] + outcomes["refused"] > 0, "the wide generator no longer reaches any refusal"

@@ -15,7 +15,7 @@ fitted target (a dataset, or a dataset and a model: `by_model`), this script
 then writes the fitted values between the `fitted by workloads/fit_length_tails.py` markers of
 workloads/datasets.yaml and the comparison table of docs/workload.md (cited figures next to sampled
 batches of the same shape). `--check` exits 1 when either file differs from what it would write;
-tests/test_workload.py runs it in check mode.
+tests/test_workload_dataset.py runs it in check mode.
 
     .venv/bin/python workloads/fit_length_tails.py           # rewrite both
     .venv/bin/python workloads/fit_length_tails.py --check   # exit 1 if either is out of date

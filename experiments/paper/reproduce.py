@@ -1,6 +1,6 @@
 """Run every RLHFless paper setting and regenerate docs/reproduction.md (each published number beside ours).
 
-    python experiments/paper/reproduce.py [--out results/paper] [--workers 2] [--doc docs/reproduction.md]
+    python experiments/paper/reproduce.py [--out results/paper] [--workers 2] [--doc docs/reproduction.md] [--check]
 
 Runs experiments/paper/{testbed_grpo,testbed_ppo,ablation (6 variants),sensitivity,large_scale}.yaml and
 the one-factor sweeps of sensitivity_gaps.yaml through `python -m sim.run` (finished runs are reused:
@@ -118,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(ROOT / "results" / "paper"))
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--doc", default=str(ROOT / "docs" / "reproduction.md"))
+    ap.add_argument("--check", action="store_true", help="only check that --doc is what the runs give (exit 1 if not); writes nothing there")
     args = ap.parse_args(argv)
     out = Path(args.out)
 
@@ -283,7 +284,14 @@ def main(argv: list[str] | None = None) -> int:
         "",
         *[s + "\n" for s in sections],
     ]
-    Path(args.doc).write_text("\n".join(doc))
+    text = "\n".join(doc)
+    if args.check:
+        if Path(args.doc).read_text() != text:
+            print(f"out of date: {args.doc}; run: python experiments/paper/reproduce.py", file=sys.stderr)
+            return 1
+        print("up to date")
+        return 0
+    Path(args.doc).write_text(text)
     print(f"wrote {args.doc}")
     return 0
 

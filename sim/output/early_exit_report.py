@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from sim.catalog import Catalog, ModelSpec
-from sim.config import ExperimentConfig
+from sim.config.models import ExperimentConfig
 from sim.perf.early_exit import EarlyExit
 from sim.recording import Recorder
 

@@ -16,7 +16,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from sim.config import ExperimentConfig, dump_config
+from sim.config.models import ExperimentConfig
+from sim.config.loading import dump_config
 from sim.metrics import INSTANCE_COLUMNS, ITERATION_COLUMNS
 from sim.simulation import RunResult
 
@@ -100,7 +101,7 @@ def remove_temp_dirs(exp_dir: Path, run_ids: list[str]) -> None:
 
 def write_plotly_js(exp_dir: Path) -> Path:
     """The plotly.js bundle shared by the experiment's run reports (written once; 4.8 MB)."""
-    from sim.output.report import plotly_js_bytes
+    from sim.output.report_page import plotly_js_bytes
 
     path = exp_dir / PLOTLY_JS
     data = plotly_js_bytes()

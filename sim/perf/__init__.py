@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sim.catalog import GpuSpec
-from sim.config import PerfConfig
+from sim.config.models import PerfConfig
 from sim.perf.base import PerfModel, ReplicaPerf, StepCoeffs, steps_sum_s, steps_within
 from sim.perf.roofline import RooflineModel, RooflineParams
 

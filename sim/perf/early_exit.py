@@ -30,7 +30,8 @@ import numpy as np
 
 from sim.catalog import ModelSpec
 from sim.errors import EarlyExitError  # noqa: F401 (re-exported)
-from sim.probe.profile import ExitProfile, OperatingPoint, ProfileError, expected_max_depth_fraction, load_profile
+from sim.probe.profile import load_profile
+from sim.probe.profile_model import ExitProfile, OperatingPoint, ProfileError, expected_max_depth_fraction
 
 #: candidate exits about every L/8 layers (../shared/research/early_exit.md section 7 item 7)
 CANDIDATE_EXITS = 8

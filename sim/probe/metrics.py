@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from sim.probe.profile import expected_max_depth_fraction
+from sim.probe.profile_model import expected_max_depth_fraction
 
 __all__ = [
     "ALPHA",

@@ -2,7 +2,8 @@
 
 Three deployments, one ledger format (`BilledInterval`: GPUs held from `start_s` to `end_s`):
 - serverful: every GPU of the cluster is held for the whole run;
-- serverless, exclusive GPUs (hosted functions): each instance's resident periods, per instance;
+- serverless, exclusive GPUs (hosted functions): each instance's resident periods, per instance
+  (from placement, or from ready when `billing.bill_cold_start` is off, to sleep or release);
 - serverless, memory sharing (self-hosted): a GPU is billed while any of the job's instances holds
   memory on it (resident or starting), counted once however many share it; a GPU whose instances are
   all asleep is not billed. Each billed interval is split among the instances resident in it, in
@@ -14,29 +15,16 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sim.config import BillingConfig
+from sim.config.models import BillingConfig
+from sim.resources.instances import Instance, OnSlots
 from sim.schedulers.base import Slot
 
 
-class _OnSlots:
-    """Node and GPU count of something that holds `slots` (whole GPUs of one node)."""
-
-    __slots__ = ()
-    slots: tuple[Slot, ...]
-
-    @property
-    def node(self) -> int:
-        return self.slots[0].node
-
-    @property
-    def gpus(self) -> int:
-        return len(self.slots)
-
-
 @dataclass
-class InstanceRecord(_OnSlots):
+class InstanceRecord(OnSlots):
     """One instance lifetime: requested at `requested_s`, billed from `bill_from_s`, released at `released_s`.
 
     `billed_gpu_s` is set when the bill is not simply the lifetime (sleeping periods, shared GPUs).
@@ -165,3 +153,34 @@ def _bill_union(
         return
     for o, share in shares.items():
         owed[o] += billed * share / total
+
+
+def serverless_records(instances: Sequence[Instance], billing: BillingConfig, shared: bool) -> tuple[list[InstanceRecord], list[BilledInterval]]:
+    """Instance rows and the billed intervals of a serverless run: per instance when exclusive, per GPU when
+    shared. A resident period is billed from its start, or from ready without `billing.bill_cold_start`."""
+    periods = []
+    for idx, inst in enumerate(instances):
+        for slots, start, ready, end in inst.periods:
+            end = end if end == end else inst.released_s
+            bill_from = start if billing.bill_cold_start else (ready if ready == ready else end)
+            periods.append((idx, slots, bill_from, end))
+    if shared:
+        intervals, owed = shared_intervals(periods, billing, {k: i.work for k, i in enumerate(instances)})
+    else:
+        intervals, owed = exclusive_intervals(periods, billing)
+    by_owner: dict[int, list] = {}
+    for p in periods:
+        by_owner.setdefault(p[0], []).append(p)
+    out = []
+    for idx, inst in enumerate(instances):
+        mine = by_owner.get(idx, [])
+        ready = inst.ready_s if inst.ready_s == inst.ready_s else inst.released_s
+        out.append(
+            InstanceRecord(
+                inst.instance_id, inst.role, inst.slots, inst.requested_s, ready, inst.released_s,
+                mine[0][2] if mine else inst.released_s, cold_start=inst.cold_start,
+                queued_s=inst.placed_s - inst.requested_s, load_tier=inst.tier, crashed=inst.crashed,
+                wakes=inst.wakes, resident_s=sum(p[3] - p[2] for p in mine), billed_gpu_s=owed.get(idx, 0.0),
+            )  # fmt: skip
+        )
+    return out, intervals

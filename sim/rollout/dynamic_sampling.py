@@ -23,10 +23,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from sim.workload import DatasetWorkload, RolloutSamples, Workload, WorkloadError
+from sim.errors import WorkloadError
+from sim.workload.base import RolloutSamples, Workload
+from sim.workload.dataset import DatasetWorkload
 
 if TYPE_CHECKING:  # pragma: no cover
-    from sim.config import DynamicSamplingConfig
+    from sim.config.models import DynamicSamplingConfig
 
 
 @dataclass(frozen=True)

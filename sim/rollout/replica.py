@@ -15,6 +15,9 @@ mode): its KV is dropped and it goes back to the front of the queue, to be prefi
 
 Not modelled: chunked-prefill interleaving (an admission's prefill runs before the next decode step),
 speculative decoding, CPU swap space, block-level fragmentation.
+
+One file on purpose (over the ~400-line limit): it is the engine's hot loop (`Replica._run` and the
+admission, step and preemption code it calls per event), kept together so it stays fast and readable as one.
 """
 
 from __future__ import annotations

@@ -66,7 +66,7 @@ def cluster_view(
     from pathlib import Path
 
     from sim.catalog import load_catalog
-    from sim.config import EngineConfig, PerfConfig, PlatformConfig
+    from sim.config.models import EngineConfig, PerfConfig, PlatformConfig
     from sim.hardware.cluster import Cluster
     from sim.hardware.memory import kv_capacity_tokens
     from sim.perf import build_perf

@@ -1,4 +1,4 @@
-"""Reports (sim/output/report.py): what a run's and an experiment's report.html hold, that they render in a headless
+"""Reports (sim/output/report.py, experiment_report.py): what a run's and an experiment's report.html hold, that they render in a headless
 browser without console errors, and PNG export.
 """
 
@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sim.output.report import experiment_figures, load_run, run_figures, run_report_html
+from sim.output.experiment_report import experiment_figures
+from sim.output.report import load_run, run_figures, run_report_html
 from sim.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent

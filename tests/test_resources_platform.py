@@ -14,7 +14,8 @@ from sim.resources.billing import billed_seconds
 from sim.catalog import load_catalog
 from sim.hardware.cluster import Cluster
 from sim.config import BillingConfig, PlatformConfig
-from sim.resources.platform import DRAM_CACHE_FRACTION, ServerlessPlatform
+from sim.resources.platform import ServerlessPlatform
+from sim.resources.residency import DRAM_CACHE_FRACTION
 from sim.resources.roles import RoleBook
 from sim.simulation import simulate
 from sim.schedulers.base import Slot
@@ -229,7 +230,7 @@ def test_small_instances_share_a_gpu_but_never_compute_on_it_at_once():
     assert a.slots == b.slots  # both resident on the only GPU
     starts = sorted([t0, t1])
     assert starts[1] >= starts[0] + 10 - 1e-9  # the second computed only after the first had finished
-    assert max(plat.used.values()) <= GPU.memory_bytes
+    assert max(plat.resident_bytes().values()) <= GPU.memory_bytes
 
 
 def test_an_idle_instance_is_put_to_sleep_when_another_needs_its_memory_and_wakes_without_a_cold_start():

@@ -91,31 +91,6 @@ SECTION_NOTES: dict[str, list[str]] = {
 #: built-in schedulers in the order they are documented (any other built-in follows, by name)
 SCHEDULER_ORDER = ("verl", "rlhfuse", "serverless", "rlhfless", "oracle")
 
-#: meanings of built-in scheduler parameters that carry neither a description nor a source comment
-PARAM_FALLBACK: dict[str, dict[str, str]] = {  # keyed by the Params class name
-    "RLHFlessParams": {
-        "dedup_prefill": "mechanism 1: a prefill actor computes shared prefixes once and ships their KV to the decode actors",
-        "prompt_assignment": "mechanism 2: prompts ranked by predicted length, similar lengths on the same actor; false: round-robin",
-        "actor_scaling": "mechanism 4: choose the number of decode actors by predicted time and cost; false: the largest",
-        "cut_and_migrate": "mechanism 3: once tau of an actor's samples are done, migrate its tail and release it",
-        "locality": "mechanism 5: prefill and the longest decode actors on the learner's node, others nearest first",
-        "dedup_scope": "what the prefill actor deduplicates: every distinct prompt, or only the shared template",
-        "tp": "decode actor tensor-parallel degree; null: the smallest that fits",
-        "gpu_memory_utilization": "decode actor memory fraction",
-        "min_kv_sequences": "\"useful\" KV cache when choosing tp, in full-length sequences",
-        "keep_alive_buffer_s": "added to the shortest iteration seen so far to give the keep-alive (not published: assumption)",
-    },
-    "RLHFuseParams": {
-        "min_tail_replicas": "fewest replicas that keep the tail",
-        "kv_headroom": "free KV a receiver needs per migrated sample, as a multiple of the mean context now",
-        "fuse_inference": "fluid fusion of the GPUs freed by the cut with inference",
-    },
-    "ServerlessParams": {
-        "min_kv_sequences": "\"useful\" KV cache when choosing tp, in full-length sequences",
-    },
-}
-
-
 # ------------------------------------------------------------------------------------------- schema
 def schema() -> dict[str, Any]:
     """The JSON Schema of an experiment file (what pydantic validates, before catalog checks)."""
@@ -343,7 +318,7 @@ def markdown_text() -> str:
         if not params.model_fields:
             out.append("No parameters.")
             continue
-        out += field_rows(params, "scheduler.params.", PARAM_FALLBACK.get(params.__name__))
+        out += field_rows(params, "scheduler.params.")
     return "\n".join(out) + "\n"
 
 

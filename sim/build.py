@@ -16,7 +16,7 @@ import numpy as np
 import simpy
 from pydantic import ValidationError
 
-from sim.catalog import Catalog, CatalogError, GpuSpec, ModelSpec, gpu_from_mapping, model_from_mapping, suggest
+from sim.catalog import Catalog, CatalogError, GpuSpec, ModelSpec, gpu_from_mapping, model_from_mapping
 from sim.config import ConfigError, ExperimentConfig, format_validation_error
 from sim.context import RunContext
 from sim.errors import NotImplementedYet
@@ -28,7 +28,8 @@ from sim.resources.leases import ServerfulAllocator, ServerlessAllocator
 from sim.resources.platform import ServerlessPlatform
 from sim.resources.pool import GpuPool
 from sim.resources.roles import RoleBook
-from sim.schedulers.base import Scheduler, Slot, available, lookup
+from sim.schedulers.base import Scheduler, Slot
+from sim.schedulers.registry import resolve
 from sim.workload import Workload, make_workload
 
 
@@ -70,15 +71,7 @@ def resolve_gpu(spec: str | dict[str, Any], catalog: Catalog) -> GpuSpec:
 
 def make_scheduler(cfg: ExperimentConfig, rng: np.random.Generator, file: str = "experiment") -> Scheduler:
     """The registered scheduler `scheduler.name` with its validated `scheduler.params`."""
-    name = cfg.scheduler.name
-    cls = lookup(name)
-    if cls is None:
-        found = available()
-        raise ConfigError(
-            f"{file}: scheduler.name: unknown scheduler {name!r}{suggest(name, list(found))}; available: {', '.join(sorted(found))}"
-        )
-    if hasattr(cls, "error"):
-        raise ConfigError(f"{file}: scheduler.name: {cls.error}")
+    cls = resolve(cfg.scheduler.name, f"{file}: scheduler.name")  # unknown names and broken plug-ins: ConfigError
     try:
         params = cls.Params.model_validate(cfg.scheduler.params)
     except ValidationError as exc:

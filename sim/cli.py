@@ -85,23 +85,19 @@ def check_schedulers(cfg: Any, variants: dict[str, Any], file: str) -> None:
 
     from pydantic import ValidationError
 
-    from sim.catalog import suggest
     from sim.build import make_scheduler
     from sim.config.messages import format_validation_error
     from sim.errors import ConfigError
-    from sim.schedulers.base import available, lookup
+    from sim.schedulers.registry import resolve
 
     for i, name in enumerate(cfg.compare):
-        if lookup(name) is None:
-            found = available()
-            raise ConfigError(f"{file}: compare[{i}]: unknown scheduler {name!r}{suggest(name, list(found))}; available: {', '.join(sorted(found))}")
+        resolve(name, f"{file}: compare[{i}]")  # unknown names and broken plug-ins: ConfigError
     for variant in variants.values():
-        cls = lookup(variant.scheduler.name)
-        if cls is not None and not hasattr(cls, "error"):
-            try:
-                cls.Params.model_validate(variant.scheduler.params)
-            except ValidationError as exc:
-                raise ConfigError(format_validation_error(exc, file, root=cls.Params, prefix="scheduler.params.")) from None
+        cls = resolve(variant.scheduler.name, f"{file}: scheduler.name")
+        try:
+            cls.Params.model_validate(variant.scheduler.params)
+        except ValidationError as exc:
+            raise ConfigError(format_validation_error(exc, file, root=cls.Params, prefix="scheduler.params.")) from None
         make_scheduler(variant, np.random.default_rng(0), file=file)
 
 

@@ -2,34 +2,31 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from sim.schedulers.base import (
-    ClusterView, GenerationPlan, InferencePlan, InferenceWork, ReplicaSpec, RolePlan,
-    RolloutBatch, Scheduler, Slot, TrainingPlan, TrainingWork,
+    ClusterView, GenerationPlan, InferencePlan, InferenceWork, PlanError, ReplicaSpec, RolePlan,
+    RolloutBatch, Scheduler, SchedulerParams, Slot, TrainingPlan, TrainingWork,
 )  # fmt: skip
 
 
-class HalfClusterParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)  # refuse unknown keys
-
+class HalfClusterParams(SchedulerParams):  # SchedulerParams: unknown keys refused, immutable
     rollout_fraction: float = Field(0.5, gt=0, le=1, description="share of the GPUs that run rollout")
     tp: int = Field(1, ge=1, description="GPUs per rollout replica (tensor-parallel degree)")
 
 
-class HalfCluster(Scheduler):
+class HalfCluster(Scheduler[HalfClusterParams]):
     """Rollout functions on the first `rollout_fraction` of the GPUs; inference and training on all of them."""
 
     name = "half_cluster"
     deployment = "serverless"
-    Params = HalfClusterParams
     observes_generation = False  # no on_generation_event: the plan is never changed mid-phase
 
     def plan_generation(self, view: ClusterView, batch: RolloutBatch) -> GenerationPlan:
-        p: HalfClusterParams = self.params  # type: ignore[assignment]
+        p = self.params  # a HalfClusterParams: Scheduler[HalfClusterParams] types it and sets Params
         per_node = view.gpus_per_node // p.tp  # replicas that fit on one node
         if per_node == 0:
-            raise ValueError(f"half_cluster: tp={p.tp} exceeds gpus_per_node={view.gpus_per_node}")
+            raise PlanError(f"scheduler.params.tp: {p.tp} exceeds cluster.gpus_per_node={view.gpus_per_node}")
         wanted = max(1, int(p.rollout_fraction * view.nodes * view.gpus_per_node) // p.tp)
         replicas = tuple(
             ReplicaSpec(tuple(Slot(k // per_node, (k % per_node) * p.tp + g) for g in range(p.tp)))

@@ -7,11 +7,13 @@ the topology, and fires `done` when the last sample has finished.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, NamedTuple
 
 import numpy as np
 
+from sim.rollout.progress import LiveDetail, keep
 from sim.rollout.replica import Replica, SchedulerActionError, SeqTable
 from sim.hardware.memory import InfeasibleError, kv_capacity_tokens
 from sim.context import RunContext
@@ -284,7 +286,8 @@ class GenerationPhase:
 
     # ------------------------------------------------------------------ scheduler actions
     def progress(self, replica: Replica, seqs: list[int]) -> GenerationProgress:
-        # one pass per field in comprehensions: this runs at every completion an observing scheduler sees
+        # one pass per field in comprehensions: this runs at every completion an observing scheduler sees;
+        # the per-sample detail reads the live replicas during the call and is copied only if kept (_consult)
         reps, backlog = self.replicas, self.backlog
         running = tuple([len(r.running) if r is not None else 0 for r in reps])
         waiting = tuple([len(r.waiting) if r is not None else len(backlog.get(i, ())) for i, r in enumerate(reps)])
@@ -306,17 +309,16 @@ class GenerationPhase:
             released=released,
             ready=ready,
             free_kv_tokens=free_kv,
-            unfinished=lambda i: tuple(reps[i].running) + tuple(reps[i].waiting) if reps[i] else tuple(self.backlog.get(i, ())),
-            context_tokens=lambda s: self.table.prompt_tokens[s] + self._generated_now(s),
+            detail=LiveDetail(reps, backlog, self.table),
         )
 
-    def _generated_now(self, s: int) -> int:
-        r = self.table.replica_of[s]
-        rep = self.replicas[r] if r >= 0 else None
-        return rep.generated_now(s) if rep is not None else self.table.generated[s]
-
     def _consult(self, replica: Replica, seqs: list[int]) -> None:
-        actions = self.scheduler.on_generation_event(self.view_at(), self.progress(replica, seqs))
+        progress = self.progress(replica, seqs)
+        kept = weakref.ref(progress)
+        actions = self.scheduler.on_generation_event(self.view_at(), progress)
+        del progress
+        if (still := kept()) is not None:  # the scheduler holds on to the snapshot: copy its detail now
+            keep(still)
         for action in actions or ():
             self.apply(action)
 

@@ -20,30 +20,26 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, Field, model_validator
+from pydantic import Field, model_validator
 
-from sim.perf.base import steps_sum_s
-from sim.schedulers.base import (
+from sim.schedulers.actions import Action, Migrate, Release
+from sim.schedulers.base import Scheduler
+from sim.schedulers.helpers import RolloutParams
+from sim.schedulers.plans import GenerationPlan, InferencePlan, Prewarm, ReplicaSpec, RolePlan, TrainingPlan
+from sim.schedulers.registry import register
+from sim.schedulers.rlhfless_prediction import LengthPredictor, chunk_ranked, predict_decode_s, queue_slots
+from sim.schedulers.views import (
     ClusterView,
-    GenerationPlan,
     GenerationProgress,
-    InferencePlan,
     InferenceWork,
     IterationStats,
-    Migrate,
-    Prewarm,
-    Release,
-    ReplicaSpec,
-    RolePlan,
     RolloutBatch,
-    Scheduler,
     Slot,
     StartCost,
-    TrainingPlan,
     TrainingWork,
-    register,
 )
-from sim.schedulers.verl import RolloutParams
+
+__all__ = ["LengthPredictor", "Oracle", "RLHFless", "RLHFlessParams", "chunk_ranked", "predict_decode_s", "queue_slots"]
 
 
 class RLHFlessParams(RolloutParams):
@@ -56,12 +52,12 @@ class RLHFlessParams(RolloutParams):
     lam: float = Field(0.5, ge=0, le=1, alias="lambda")
     n_min: int = Field(1, ge=1, description="fewest decode actors considered")
     n_max: int | None = Field(None, ge=1, description="most decode actors considered; default: every GPU")
-    dedup_prefill: bool = True
-    prompt_assignment: bool = True
-    actor_scaling: bool = True
-    cut_and_migrate: bool = True
-    locality: bool = True
-    dedup_scope: Literal["prompt", "template"] = "prompt"
+    dedup_prefill: bool = Field(True, description="mechanism 1: a prefill actor computes shared prefixes once and ships their KV to the decode actors")
+    prompt_assignment: bool = Field(True, description="mechanism 2: prompts ranked by predicted length, similar lengths on the same actor; false: round-robin")
+    actor_scaling: bool = Field(True, description="mechanism 4: choose the number of decode actors by predicted time and cost; false: the largest")
+    cut_and_migrate: bool = Field(True, description="mechanism 3: once tau of an actor's samples are done, migrate its tail and release it")
+    locality: bool = Field(True, description="mechanism 5: prefill and the longest decode actors on the learner's node, others nearest first")
+    dedup_scope: Literal["prompt", "template"] = Field("prompt", description="what the prefill actor deduplicates: every distinct prompt, or only the shared template")
     # chunks of the length ranking: the same number of prompts per actor (the paper's figure), or the
     # same predicted decode work
     assignment: Literal["equal_count", "equal_work"] = "equal_count"
@@ -88,20 +84,20 @@ class RLHFlessParams(RolloutParams):
     # with memory sharing, put functions to sleep as soon as they are idle (not billed; woken before their
     # next phase by the pre-warms) instead of leaving them resident until their memory is needed
     sleep_idle: bool = True
-    # keep idle functions alive for the shortest step seen so far plus a buffer (rlhfless.md section 5:
-    # "shortest step time plus a buffer"; the buffer is not published: assumption)
     # run the inference roles on the GPUs the decode actors leave free, fed each sample as it finishes.
     # Whether the paper's preparation functions overlap generation is not stated, so it is off by default
     # (docs/reproduction.md shows both: streaming buys time and costs the idle GPU-seconds of functions
     # waiting for samples); it falls back to the barrier when too few GPUs are free
     stream_inference: bool = False
+    # keep idle functions alive for the shortest step seen so far plus a buffer (rlhfless.md section 5:
+    # "shortest step time plus a buffer"; the buffer is not published: assumption)
     keep_alive_from_history: bool = True
     # actor scaling charges each actor its start-up: nothing when resident, a wake when asleep (paid again
     # every iteration it sleeps), a cold start when new. A cold start is paid once for a function that then
     # stays alive (keep-alive from history): it is spread over this many steps; None = the steps left in the
     # run, as a training job knows its total steps (1: charge it all to this step)
     startup_horizon_steps: int | None = Field(None, ge=1)
-    keep_alive_buffer_s: float = Field(30.0, ge=0)
+    keep_alive_buffer_s: float = Field(30.0, ge=0, description="added to the shortest iteration seen so far to give the keep-alive (not published: assumption)")
 
     @model_validator(mode="after")
     def _range(self) -> "RLHFlessParams":
@@ -110,99 +106,15 @@ class RLHFlessParams(RolloutParams):
         return self
 
 
-class LengthPredictor:
-    """Per-prompt EWMA of the mean response length of its samples, with a fallback for unseen prompts."""
-
-    def __init__(self, alpha: float):
-        self.alpha = alpha
-        self.pred: dict[int, float] = {}
-        self.observed_sum = 0.0
-        self.observed_n = 0
-
-    def predict(self, prompt_ids: np.ndarray, prior: float, first_epoch: str) -> np.ndarray:
-        fallback = self.observed_sum / self.observed_n if (first_epoch == "running_mean" and self.observed_n) else prior
-        return np.array([self.pred.get(int(p), fallback) for p in prompt_ids], dtype=np.float64)
-
-    def update(self, prompt_ids: np.ndarray, sample_prompt: np.ndarray, lengths: np.ndarray) -> None:
-        sums = np.bincount(sample_prompt, weights=lengths, minlength=len(prompt_ids))
-        counts = np.bincount(sample_prompt, minlength=len(prompt_ids))
-        a = self.alpha
-        for pid, s, c in zip(prompt_ids.tolist(), sums.tolist(), counts.tolist()):
-            if c == 0:
-                continue
-            obs = s / c
-            old = self.pred.get(pid)
-            self.pred[pid] = obs if old is None else a * obs + (1 - a) * old
-        self.observed_sum += float(lengths.sum())
-        self.observed_n += int(len(lengths))
-
-
-def chunk_ranked(pred: np.ndarray, weights: np.ndarray, n: int, mode: str) -> np.ndarray:
-    """Actor index per prompt: prompts ranked by predicted length (longest first) cut into n chunks."""
-    order = np.argsort(-pred, kind="stable")
-    out = np.empty(len(pred), dtype=np.int64)
-    if mode == "equal_work":
-        work = (pred * weights)[order]
-        before = np.cumsum(work) - work
-        total = float(work.sum())
-        ideal = np.minimum(before * n // max(total, 1e-12), n - 1).astype(np.int64)
-        # contiguous chunks with none empty (when there are at least n prompts): never skip a chunk,
-        # and leave enough prompts for the chunks still to come
-        count = len(order)
-        idx = np.empty(count, dtype=np.int64)
-        prev = -1
-        for i in range(count):
-            lo = max(prev, n - (count - i))  # the chunks after this one need a prompt each
-            hi = min(prev + 1, n - 1)
-            prev = idx[i] = min(max(int(ideal[i]), lo, 0), hi)
-    else:
-        idx = (np.arange(len(order)) * n) // max(len(order), 1)
-    out[order] = idx
-    return out
-
-
-def predict_decode_s(rep, lengths: np.ndarray, prompt_tokens: np.ndarray) -> float:
-    """Time for one replica to decode samples of these (predicted) lengths, all admitted at once."""
-    if len(lengths) == 0:
-        return 0.0
-    L = np.maximum(np.rint(lengths).astype(np.int64), 1)
-    order = np.argsort(L, kind="stable")
-    L, P = L[order], prompt_tokens[order]
-    values, starts = np.unique(L, return_index=True)
-    ends = np.append(starts[1:], len(L))
-    b = len(L)
-    ctx = float(P.sum())
-    prev = 0
-    total = 0.0
-    for v, s, e in zip(values.tolist(), starts.tolist(), ends.tolist()):
-        k = v - prev
-        total += steps_sum_s(rep.decode_coeffs(b), b, ctx, k)
-        ctx += b * k - float(P[s:e].sum()) - v * (e - s)
-        b -= e - s
-        prev = v
-    return total
-
-
-def queue_slots(lengths: np.ndarray, prompts: np.ndarray, slots: int) -> tuple[np.ndarray, np.ndarray]:
-    """Sequences dealt in order to `slots` serial queues: each queue acts as one long sequence."""
-    idx = np.arange(len(lengths)) % slots
-    return (
-        np.bincount(idx, weights=lengths, minlength=slots),
-        np.bincount(idx, weights=prompts, minlength=slots) / np.maximum(np.bincount(idx, minlength=slots), 1),
-    )
-
-
 @register
-class RLHFless(Scheduler):
+class RLHFless(Scheduler[RLHFlessParams]):
     name = "rlhfless"
     deployment = "serverless"
-    Params = RLHFlessParams
     observes_generation = True
 
-    def __init__(self, params: BaseModel, rng: np.random.Generator):
+    def __init__(self, params: RLHFlessParams, rng: np.random.Generator):
         super().__init__(params, rng)
-        p: RLHFlessParams = params  # type: ignore[assignment]
-        self.predictor = LengthPredictor(p.ewma_alpha)
+        self.predictor = LengthPredictor(params.ewma_alpha)
         self._cut: set[int] = set()
         self._released: set[int] = set()
         self.last_scores: dict[int, float] = {}
@@ -216,7 +128,7 @@ class RLHFless(Scheduler):
     # ------------------------------------------------------------------ helpers
     @property
     def p(self) -> RLHFlessParams:
-        return self.params  # type: ignore[return-value]
+        return self.params
 
     def predictions(self, batch: RolloutBatch) -> np.ndarray:
         """Predicted mean response length per prompt of the batch."""
@@ -400,9 +312,9 @@ class RLHFless(Scheduler):
         n = self.p.training_gpus or view.nodes * view.gpus_per_node
         return tuple([Slot(node, g) for node in self.node_order(view) for g in range(view.gpus_per_node)][:n])
 
-    def on_generation_event(self, view: ClusterView, progress: GenerationProgress) -> list:
+    def on_generation_event(self, view: ClusterView, progress: GenerationProgress) -> list[Action]:
         p = self.p
-        actions: list = []
+        actions: list[Action] = []
         r = progress.replica
         if p.cut_and_migrate and r not in self._cut and progress.assigned[r]:
             if progress.done[r] / progress.assigned[r] >= p.tau:
@@ -413,7 +325,7 @@ class RLHFless(Scheduler):
                 actions.append(Release(r))
         return actions
 
-    def _cut_and_migrate(self, progress: GenerationProgress, r: int) -> list:
+    def _cut_and_migrate(self, progress: GenerationProgress, r: int) -> list[Action]:
         unfinished = progress.unfinished(r)
         if not unfinished:
             return []
@@ -432,7 +344,7 @@ class RLHFless(Scheduler):
                 capacity[j] = cap
         if sum(capacity.values()) < len(unfinished):
             return []  # not enough free slots yet: keep running and retry at a later completion
-        actions: list = []
+        actions: list[Action] = []
         order = sorted(capacity, key=lambda j: (-capacity[j], j))
         queue = list(unfinished)
         for j in order:

@@ -12,18 +12,23 @@ by profiling and is not published: 0.1 is an assumption.
 
 from __future__ import annotations
 
+import numpy as np
 from pydantic import Field
 
-from sim.schedulers.base import GenerationProgress, InferencePlan, InferenceWork, Migrate, Release, register
-from sim.schedulers.base import ClusterView
+from sim.schedulers.actions import Action, Migrate, Release
+from sim.schedulers.plans import InferencePlan
+from sim.schedulers.registry import register
 from sim.schedulers.verl import Verl, VerlParams
+from sim.schedulers.views import ClusterView, GenerationProgress, InferenceWork
 
 
 class RLHFuseParams(VerlParams):
+    # RLHFuse finds its threshold by profiling and does not publish it: 0.1 is an assumption
     migration_threshold: float = Field(0.1, gt=0, lt=1, description="fraction of the batch left unfinished that triggers the cut")
-    min_tail_replicas: int = Field(1, ge=1)
-    kv_headroom: float = Field(1.5, ge=1.0)
-    fuse_inference: bool = True
+    min_tail_replicas: int = Field(1, ge=1, description="fewest replicas that keep the tail")
+    # assumption: room for the migrated samples' contexts to grow while the tail finishes
+    kv_headroom: float = Field(1.5, ge=1.0, description="free KV a receiver needs per migrated sample, as a multiple of the mean context now")
+    fuse_inference: bool = Field(True, description="fluid fusion of the GPUs freed by the cut with inference")
 
 
 @register
@@ -31,14 +36,15 @@ class RLHFuse(Verl):
     name = "rlhfuse"
     deployment = "serverful"
     Params = RLHFuseParams
+    params: RLHFuseParams
     observes_generation = True
 
-    def __init__(self, params, rng):
+    def __init__(self, params: RLHFuseParams, rng: np.random.Generator):
         super().__init__(params, rng)
         self._migrated_iteration = -1
 
-    def on_generation_event(self, view: ClusterView, progress: GenerationProgress) -> list:
-        p: RLHFuseParams = self.params  # type: ignore[assignment]
+    def on_generation_event(self, view: ClusterView, progress: GenerationProgress) -> list[Action]:
+        p = self.params
         if self._migrated_iteration == view.iteration:
             return []
         total = sum(progress.assigned)
@@ -59,7 +65,7 @@ class RLHFuse(Verl):
         else:
             return []
         self._migrated_iteration = view.iteration
-        actions: list = []
+        actions: list[Action] = []
         for src in sources:
             queue = list(progress.unfinished(src))
             for j in tail:
@@ -74,5 +80,4 @@ class RLHFuse(Verl):
 
     def plan_inference(self, view: ClusterView, work: InferenceWork) -> InferencePlan:
         plan = super().plan_inference(view, work)
-        p: RLHFuseParams = self.params  # type: ignore[assignment]
-        return InferencePlan(roles=plan.roles, sequential=plan.sequential, fuse_with_generation=p.fuse_inference)
+        return InferencePlan(roles=plan.roles, sequential=plan.sequential, fuse_with_generation=self.params.fuse_inference)

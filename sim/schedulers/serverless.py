@@ -11,22 +11,12 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field
 
-from sim.schedulers.base import (
-    ClusterView,
-    GenerationPlan,
-    InferencePlan,
-    InferenceWork,
-    PlanError,
-    ReplicaSpec,
-    RolePlan,
-    RolloutBatch,
-    Scheduler,
-    Slot,
-    TrainingPlan,
-    TrainingWork,
-    register,
-)
-from sim.schedulers.verl import RolloutParams, all_slots
+from sim.errors import PlanError
+from sim.schedulers.base import Scheduler
+from sim.schedulers.helpers import RolloutParams, all_slots
+from sim.schedulers.plans import GenerationPlan, InferencePlan, ReplicaSpec, RolePlan, TrainingPlan
+from sim.schedulers.registry import register
+from sim.schedulers.views import ClusterView, InferenceWork, RolloutBatch, Slot, TrainingWork
 
 
 class ServerlessParams(RolloutParams):
@@ -46,14 +36,13 @@ def first_slots(view: ClusterView, n: int | None) -> list[Slot]:
 
 
 @register
-class Serverless(Scheduler):
+class Serverless(Scheduler[ServerlessParams]):
     name = "serverless"
     deployment = "serverless"
-    Params = ServerlessParams
     observes_generation = False
 
     def plan_generation(self, view: ClusterView, batch: RolloutBatch) -> GenerationPlan:
-        p: ServerlessParams = self.params  # type: ignore[assignment]
+        p = self.params
         tp = p.rollout_tp(view, batch)
         slots = first_slots(view, p.generation_gpus)
         per_node: dict[int, list[Slot]] = {}
@@ -69,7 +58,7 @@ class Serverless(Scheduler):
         return GenerationPlan(replicas=tuple(replicas), assignment=assignment)
 
     def plan_inference(self, view: ClusterView, work: InferenceWork) -> InferencePlan:
-        p: ServerlessParams = self.params  # type: ignore[assignment]
+        p = self.params
         slots = first_slots(view, p.inference_gpus)
         if p.roles_in_parallel:
             k = len(work.roles)
@@ -79,6 +68,6 @@ class Serverless(Scheduler):
         return InferencePlan(roles=tuple(RolePlan(r, (tuple(slots),)) for r in work.roles), sequential=True)
 
     def plan_training(self, view: ClusterView, work: TrainingWork) -> TrainingPlan:
-        p: ServerlessParams = self.params  # type: ignore[assignment]
+        p = self.params
         group = tuple(first_slots(view, p.training_gpus))
         return TrainingPlan(groups={m: group for m in work.models}, sequential=True)

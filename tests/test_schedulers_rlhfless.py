@@ -1,7 +1,7 @@
 """RLHFless mechanisms as units: length prediction, ranked assignment, cut-and-migrate decisions, cost-aware
 scaling and locality-aware placement, driven directly with hand-made views, batches and progress snapshots.
 
-End-to-end checks of the same mechanisms (through `simulate`) live in tests/test_schedulers.py.
+End-to-end checks of the same mechanisms (through `simulate`) live in tests/test_schedulers_builtins.py.
 """
 
 from __future__ import annotations
@@ -12,10 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sim.catalog import load_catalog
-from sim.hardware.cluster import Cluster
-from sim.hardware.memory import kv_capacity_tokens
 from sim.perf.roofline import RooflineModel
-from sim.schedulers.base import ClusterView, GenerationProgress, Migrate, Release, RolloutBatch, Slot, StartCost
+from sim.schedulers.base import ClusterView, GenerationProgress, Migrate, Release, RolloutBatch, StartCost
+from sim.schedulers.testing import cluster_view, generation_progress, rollout_batch
 from sim.schedulers.rlhfless import LengthPredictor, Oracle, RLHFless, RLHFlessParams, chunk_ranked, predict_decode_s
 
 CAT = load_catalog()
@@ -25,32 +24,23 @@ SMALL = CAT.model("qwen2.5-0.5b")
 
 def make_view(nodes: int = 1, gpus_per_node: int = 8, model=SMALL, startup_s: float = 0.0, warm: dict | None = None,
               starts: tuple[float, ...] = (), iterations: int = 1) -> ClusterView:  # fmt: skip
-    """A ClusterView built like sim/simulation.py's view_at, for a bare cluster at t=0.
+    """A serverless view of a bare cluster at t=0 (sim.schedulers.testing), with memory sharing.
 
     `starts`: what the platform would charge successive requests to start (then `startup_s` for the rest).
     """
-    cluster = Cluster(GPU, nodes, gpus_per_node)
 
     def start_s(role, gpus, count, node=None):
         known = [StartCost(t, "resident" if t == 0 else "asleep") for t in sorted(starts)]
         return tuple((known + [StartCost(startup_s, "cold")] * count)[:count])
 
-    return ClusterView(
-        now_s=0.0, iteration=0, iterations=iterations, nodes=nodes, gpus_per_node=gpus_per_node, gpu=GPU, actor=model, critic=None,
-        reference=model, reward=None, algorithm="grpo", deployment="serverless",
-        free_slots=tuple(Slot(n, g) for n in range(nodes) for g in range(gpus_per_node)), max_num_seqs=1024,
-        kv_watermark=0.01, kv_capacity_tokens=lambda tp, f: kv_capacity_tokens(model, GPU, tp, f),
-        transfer_s=cluster.gpu_transfer_s, nodes_by_distance=cluster.nodes_by_distance, perf=RooflineModel(GPU),
-        startup_s=startup_s, warm=warm or {}, start_s=start_s, gpu_sharing="memory",
+    return cluster_view(
+        nodes=nodes, gpus_per_node=gpus_per_node, gpu=GPU, model=model, iterations=iterations, startup_s=startup_s,
+        warm=warm or {}, start_s=start_s, gpu_sharing="memory", max_num_seqs=1024, kv_watermark=0.01,
     )  # fmt: skip
 
 
 def make_batch(prompts: int = 16, group: int = 4, prompt_tokens: int = 100, true_lengths: np.ndarray | None = None) -> RolloutBatch:
-    return RolloutBatch(
-        iteration=0, epoch=0, prompt_ids=np.arange(prompts), prompt_tokens=np.full(prompts, prompt_tokens),
-        template_tokens=0, sample_prompt=np.repeat(np.arange(prompts), group), max_response_tokens=1024,
-        default_response_tokens=200.0, true_response_tokens=true_lengths,
-    )  # fmt: skip
+    return rollout_batch(prompts=prompts, samples_per_prompt=group, prompt_tokens=prompt_tokens, true_response_tokens=true_lengths)
 
 
 def scheduler(**params) -> RLHFless:
@@ -171,11 +161,10 @@ def progress(
     released: tuple | None = None,
     ready: tuple | None = None,
 ) -> GenerationProgress:
-    k = len(assigned)
-    return GenerationProgress(
-        now_s=1.0, replica=replica, finished=(), assigned=assigned, done=done, running=running, waiting=waiting,
-        free_slots=free_slots, released=released or (False,) * k, ready=ready or (True,) * k, free_kv_tokens=free_kv,
-        unfinished=lambda r: unfinished.get(r, ()), context_tokens=lambda s: context,
+    return generation_progress(
+        queues=[unfinished.get(r, ()) for r in range(len(assigned))], replica=replica, assigned=assigned, done=done,
+        running=running, waiting=waiting, free_slots=free_slots, free_kv_tokens=free_kv, contexts=context,
+        released=released, ready=ready,
     )  # fmt: skip
 
 

@@ -2,7 +2,7 @@
 run-wide invariants for every built-in scheduler, and cost orderings on a long-tailed GRPO workload.
 
 Unit tests of the RLHFless mechanisms (predictor, assignment, cut decisions, scaling) are in
-tests/test_rlhfless.py.
+tests/test_schedulers_rlhfless.py.
 """
 
 from __future__ import annotations

@@ -15,7 +15,8 @@ they are printed as the first generation had them and ignored by --check.
     .venv/bin/python docs/gen_command_outputs.py           # rewrite the outputs
     .venv/bin/python docs/gen_command_outputs.py --check   # exit 1 if any is out of date
 
-tests/test_docs.py runs the check, so the pages cannot drift from what the commands print.
+tests/test_docs_tables.py runs the check (as it runs every docs/gen_*.py), so the pages cannot drift from what
+the commands print. After a change that moves results: regenerate, read the diff, fix the prose around it.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ in docs/early_exit.md, and only the text between the markers is rewritten:
     .venv/bin/python docs/gen_early_exit_tables.py           # rewrite the tables
     .venv/bin/python docs/gen_early_exit_tables.py --check   # exit 1 if any is out of date
 
-`tests/test_early_exit_docs.py` runs the check, so the page cannot drift from the profiles or the model.
+`tests/test_docs_early_exit.py` runs the check, so the page cannot drift from the profiles or the model.
 """
 
 from __future__ import annotations

@@ -28,7 +28,8 @@ from sim.resources.leases import ServerfulAllocator, ServerlessAllocator
 from sim.resources.platform import ServerlessPlatform
 from sim.resources.pool import GpuPool
 from sim.resources.roles import RoleBook
-from sim.schedulers.base import Scheduler, Slot
+from sim.schedulers.base import Scheduler
+from sim.schedulers.views import Slot
 from sim.schedulers.registry import resolve
 from sim.workload import Workload, make_workload
 

@@ -18,7 +18,7 @@ from sim.config import ExperimentConfig
 from sim.metrics import build_tables, summarize
 from sim.recording import Recorder
 from sim.resources.billing import lifetime_intervals, serverful_instances
-from sim.schedulers.base import Slot
+from sim.schedulers.views import Slot
 
 if TYPE_CHECKING:
     from sim.build import Run

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sim.schedulers.base import Slot
+from sim.schedulers.views import Slot
 
 
 @dataclass

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from sim.context import RunContext
 from sim.hardware.memory import kv_capacity_tokens
-from sim.schedulers.base import ClusterView, Slot, StartCost
+from sim.schedulers.views import ClusterView, Slot, StartCost
 
 
 class Views:

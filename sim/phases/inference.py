@@ -17,7 +17,8 @@ from sim.catalog import ModelSpec
 from sim.context import RunContext
 from sim.resources.leases import by_node, run_work
 from sim.rollout.phase import FreedGpus
-from sim.schedulers.base import InferencePlan, InferenceWork, Slot
+from sim.schedulers.plans import InferencePlan
+from sim.schedulers.views import InferenceWork, Slot
 
 #: rule-based reward (answer matching) per sample on a CPU worker, and the CPU workers doing it in
 #: parallel; assumption (a regex/verifier call takes about a millisecond), docs/model.md

@@ -32,7 +32,8 @@ from sim.phases.weight_sync import run_weight_sync
 from sim.resources.leases import by_node
 from sim.rollout.phase import FreedGpus, GenerationPhase
 from sim.rollout.replica import SeqTable
-from sim.schedulers.base import ClusterView, InferenceWork, IterationStats, RolloutBatch, Scheduler, TrainingWork
+from sim.schedulers.base import Scheduler
+from sim.schedulers.views import ClusterView, InferenceWork, IterationStats, RolloutBatch, TrainingWork
 from sim.workload import RolloutSamples, Workload
 
 PHASES = ("generation", "inference", "training", "weight_sync")

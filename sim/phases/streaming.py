@@ -18,7 +18,8 @@ import simpy
 
 from sim.context import RunContext
 from sim.resources.leases import Hold, interrupt
-from sim.schedulers.base import InferencePlan, Slot
+from sim.schedulers.plans import InferencePlan
+from sim.schedulers.views import Slot
 
 
 class _Group:

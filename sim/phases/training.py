@@ -16,7 +16,8 @@ from sim.catalog import ModelSpec
 from sim.context import RunContext
 from sim.hardware.memory import check_generation, check_training, fsdp_state_bytes
 from sim.resources.leases import GroupHold, by_node
-from sim.schedulers.base import Slot, TrainingPlan, TrainingWork
+from sim.schedulers.plans import TrainingPlan
+from sim.schedulers.views import Slot, TrainingWork
 
 
 def training_models(ctx: RunContext) -> dict[str, ModelSpec]:

@@ -12,7 +12,8 @@ from __future__ import annotations
 from typing import Iterator
 
 from sim.context import RunContext
-from sim.schedulers.base import Slot, TrainingPlan
+from sim.schedulers.plans import TrainingPlan
+from sim.schedulers.views import Slot
 
 
 def run_weight_sync(ctx: RunContext, i: int, tplan: TrainingPlan, gplan, rollout_tp: int) -> Iterator:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from sim.config.models import BillingConfig
 from sim.resources.instances import Instance, OnSlots
-from sim.schedulers.base import Slot
+from sim.schedulers.views import Slot
 
 
 @dataclass

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import simpy
 
 from sim.resources.roles import FunctionSpec
-from sim.schedulers.base import Slot
+from sim.schedulers.views import Slot
 
 STATES = ("loading", "busy", "idle", "asleep", "released")
 

@@ -23,7 +23,7 @@ import simpy
 from sim.resources.roles import FunctionSpec
 from sim.recording import Recorder
 from sim.resources.pool import GpuPool
-from sim.schedulers.base import Slot
+from sim.schedulers.views import Slot
 
 
 @dataclass

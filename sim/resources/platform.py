@@ -30,7 +30,7 @@ from sim.resources.prewarm import Prewarms
 from sim.resources.residency import DRAM_CACHE_FRACTION, GpuLedger, HostMemory
 from sim.resources.roles import FunctionSpec
 from sim.resources.starts import Loader, TrainedWeights, published_key
-from sim.schedulers.base import Slot, StartCost
+from sim.schedulers.views import Slot, StartCost
 
 __all__ = ["DRAM_CACHE_FRACTION", "Instance", "ServerlessPlatform"]
 

@@ -9,7 +9,7 @@ scheduler bug (`DoubleBookingError`, exit 2), never a wait. Serverless GPUs are 
 from __future__ import annotations
 
 from sim.errors import DoubleBookingError
-from sim.schedulers.base import Slot
+from sim.schedulers.views import Slot
 
 
 class GpuPool:

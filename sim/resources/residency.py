@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from sim.hardware.memory import InfeasibleError
 from sim.resources.instances import Instance, Request
 from sim.resources.roles import FunctionSpec
-from sim.schedulers.base import Slot
+from sim.schedulers.views import Slot
 
 DRAM_CACHE_FRACTION = 0.8  # share of a node's host DRAM usable for cached weights and sleepers (assumption, docs/model.md)
 EPS_BYTES = 1.0

@@ -17,7 +17,7 @@ import simpy
 from sim.resources.instances import Instance
 from sim.resources.residency import EPS_BYTES, HostMemory
 from sim.resources.roles import FunctionSpec
-from sim.schedulers.base import Slot, StartCost
+from sim.schedulers.views import Slot, StartCost
 from sim.hardware.transfers import TransferPool
 
 

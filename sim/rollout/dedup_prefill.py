@@ -16,7 +16,7 @@ import numpy as np
 import simpy
 
 from sim.resources.leases import Hold
-from sim.schedulers.base import GenerationPlan
+from sim.schedulers.plans import GenerationPlan
 
 if TYPE_CHECKING:
     from sim.rollout.phase import GenerationPhase

@@ -19,17 +19,10 @@ from sim.hardware.memory import InfeasibleError, kv_capacity_tokens
 from sim.context import RunContext
 from sim.resources.leases import Hold
 from sim.rollout.dedup_prefill import DedupPrefill
-from sim.schedulers.base import (
-    ClusterView,
-    GenerationPlan,
-    GenerationProgress,
-    Migrate,
-    Release,
-    ReplicaSpec,
-    ScaleOut,
-    Scheduler,
-    Slot,
-)
+from sim.schedulers.actions import Migrate, Release, ScaleOut
+from sim.schedulers.base import Scheduler
+from sim.schedulers.plans import GenerationPlan, ReplicaSpec
+from sim.schedulers.views import ClusterView, GenerationProgress, Slot
 
 if TYPE_CHECKING:
     from sim.phases.streaming import StreamingInference

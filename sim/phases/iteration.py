@@ -100,7 +100,7 @@ def run_iteration(
     if stream is not None:  # started on each finished sample: drain what is left
         stream.close()
         yield stream.done
-    elif roles:
+    elif roles and resp.size:  # (a dynamic-sampling step that kept no group has nothing to score)
         iplan = scheduler.plan_inference(view_at(i), work)
         yield from run_inference(ctx, i, iplan, work, freed)
     if not recipe.learned_reward and step is None:  # (dynamic sampling scored every round already)

@@ -23,7 +23,10 @@ admission, step and preemption code it calls per event), kept together so it sta
 from __future__ import annotations
 
 import heapq
+import math
+from bisect import bisect_right
 from collections import deque
+from itertools import accumulate
 from typing import Any, Protocol
 
 import simpy
@@ -267,6 +270,9 @@ class Replica:
             if k_mem <= 0:
                 self._preempt_for_growth(b)
                 continue
+            if unwatched and not self.waiting:  # no admission before the batch drains or outgrows its cache
+                now = self._advance_alone(now, finished)
+                continue
             if self.stale:
                 self._drop_stale_top()
             k = self.heap[0] // n - self.steps
@@ -361,6 +367,123 @@ class Replica:
         self.busy_since = None
         if not self.failed:
             self.listener.on_idle(self)
+
+    def _advance_alone(self, now: float, finished: list[int]) -> float:
+        """Unwatched, nothing waiting: run the batch down on this replica's own clock; return the clock.
+
+        The same state changes as `_run`'s loop, with the same sums in the same order, but the sequences
+        sorted once by finish step and their KV and context releases summed up front (integers: any order
+        is exact), so that each state change costs O(1) Python work and each completion a few list stores.
+        Stops when the batch is done or the next step would overflow the KV cache (`_run` preempts).
+        """
+        table = self.table
+        running, n, reserve, cap, step_mode = self.running, self._key_base, self.reserve, self.cap, self.step_mode
+        target, prompts = table.target_tokens, table.prompt_tokens
+        order = sorted([fin * n + s for s, fin in running.items()])  # the live heap keys, in completion order
+        seqs = [key % n for key in order]
+        fins = [key // n for key in order]
+        total = len(seqs)
+        # context and KV released by the first j completions: ctx_out[j], mem_out[j]
+        ctx_out = list(accumulate([prompts[s] + target[s] for s in seqs], initial=0))
+        if reserve:
+            freed = [reserve] * total
+        else:
+            freed = [target[s] for s in seqs]
+        groups, group_prompt = table.group, self.group_prompt
+        if self.prefix_sharing:  # a group's prompt is freed with its last running sequence
+            last = {groups[s]: j for j, s in enumerate(seqs)}
+            for grp, j in last.items():
+                freed[j] += group_prompt[grp]
+        else:
+            freed = [f + prompts[s] for f, s in zip(freed, seqs)]
+        mem_out = list(accumulate(freed, initial=0))
+        batch_steps, decode_coeffs, ceil = self.batch_steps, self.perf.decode_coeffs, math.ceil
+        steps, mem, ctx = self.steps, self.mem, self.ctx
+        prefill = self._pending_prefill_s
+        self._pending_prefill_s = 0.0
+        done = 0
+        marks: list[tuple[int, float]] = []  # (completions so far, clock) after each state change that completes some
+        events = 0
+        while done < total:
+            b = total - done
+            k_mem = (cap - mem) // b if not reserve else 1 << 62
+            if k_mem <= 0:
+                break
+            k = fins[done] - steps
+            if k_mem < k:
+                k = k_mem
+            if step_mode and k > 1:
+                k = 1
+            # dt = steps_sum_s(decode_coeffs(b), b, ctx, k) inlined: the same operations in the same order
+            co = decode_coeffs(b)
+            c1, m1 = co.c1, co.m1
+            ac = co.c0 + c1 * ctx
+            sc = c1 * b
+            am = co.m0 + m1 * ctx
+            sm = m1 * b
+            da, ds = ac - am, sc - sm
+            if ds == 0.0:
+                split = k
+                first_is_memory = da < 0
+            else:
+                split = ceil(-da / ds)
+                if split < 0:
+                    split = 0
+                elif split > k:
+                    split = k
+                first_is_memory = ds > 0
+            a1, s1, a2, s2 = (am, sm, ac, sc) if first_is_memory else (ac, sc, am, sm)
+            n2 = k - split
+            total_s = (split * a1 + s1 * (split - 1) * split / 2.0 if split > 0 else 0.0) + (
+                n2 * a2 + s2 * (split + k - 1) * n2 / 2.0 if n2 > 0 else 0.0
+            )
+            now += prefill + (total_s + k * co.overhead_s)  # k >= 1: the top finishes after `steps`, k_mem > 0
+            prefill = 0.0
+            events += 1
+            steps += k
+            batch_steps[b] = batch_steps.get(b, 0) + k
+            grow = b * k
+            ctx += grow
+            if not reserve:
+                mem += grow
+            j = bisect_right(fins, steps, done)
+            if j > done:
+                ctx -= ctx_out[j] - ctx_out[done]
+                mem -= mem_out[j] - mem_out[done]
+                marks.append((j, now))
+                done = j
+        # the completions, as `_run` records them
+        generated, finish_s = table.generated, table.finish_s
+        i = 0
+        for j, t in marks:
+            for s in seqs[i:j]:
+                finish_s[s] = t
+                generated[s] = target[s]
+            i = j
+        out = seqs[:done]
+        finished.extend(out)
+        if done == total:
+            running.clear()
+            if self.prefix_sharing:
+                self.group_refs.clear()
+                group_prompt.clear()
+        else:
+            refs = self.group_refs
+            for s in out:
+                del running[s]
+                if self.prefix_sharing:
+                    grp = groups[s]
+                    left = refs[grp] - 1
+                    if left:
+                        refs[grp] = left
+                    else:
+                        del refs[grp]
+                        del group_prompt[grp]
+        del order[:done]
+        self.heap, self.stale = order, 0  # a sorted list is a heap
+        self.steps, self.mem, self.ctx = steps, mem, ctx
+        self.events += events
+        return now
 
     # ------------------------------------------------------------------ state changes at boundaries
     def _drop_group_ref(self, group: int, prompt: int) -> int:

@@ -399,6 +399,10 @@ class Replica:
         mem_out = list(accumulate(freed, initial=0))
         batch_steps, decode_coeffs, ceil = self.batch_steps, self.perf.decode_coeffs, math.ceil
         steps, mem, ctx = self.steps, self.mem, self.ctx
+        # growth the KV cache can hold even if nothing were freed: the memory limit cannot bind, skip it
+        growth = sum(fins) - total * steps
+        check_mem = not reserve and mem + growth > cap
+        k_max = 1 if step_mode else 1 << 62
         prefill = self._pending_prefill_s
         self._pending_prefill_s = 0.0
         done = 0
@@ -406,14 +410,15 @@ class Replica:
         events = 0
         while done < total:
             b = total - done
-            k_mem = (cap - mem) // b if not reserve else 1 << 62
-            if k_mem <= 0:
-                break
             k = fins[done] - steps
-            if k_mem < k:
-                k = k_mem
-            if step_mode and k > 1:
-                k = 1
+            if check_mem:
+                k_mem = (cap - mem) // b
+                if k_mem <= 0:
+                    break
+                if k_mem < k:
+                    k = k_mem
+            if k > k_max:
+                k = k_max
             # dt = steps_sum_s(decode_coeffs(b), b, ctx, k) inlined: the same operations in the same order
             co = decode_coeffs(b)
             c1, m1 = co.c1, co.m1
@@ -444,14 +449,17 @@ class Replica:
             batch_steps[b] = batch_steps.get(b, 0) + k
             grow = b * k
             ctx += grow
-            if not reserve:
+            if check_mem:
                 mem += grow
             j = bisect_right(fins, steps, done)
             if j > done:
                 ctx -= ctx_out[j] - ctx_out[done]
-                mem -= mem_out[j] - mem_out[done]
+                if check_mem:
+                    mem -= mem_out[j] - mem_out[done]
                 marks.append((j, now))
                 done = j
+        if not check_mem:  # all done: it grew by every remaining step (unless reserved) and freed all it held
+            mem += (0 if reserve else growth) - mem_out[done]
         # the completions, as `_run` records them
         generated, finish_s = table.generated, table.finish_s
         i = 0
@@ -509,8 +517,11 @@ class Replica:
         mem, ctx, b = self.mem, self.ctx, len(running)
         new_tokens = recomputed = 0
         pairs = 0.0
-        while waiting and b < max_seqs:
-            s = waiting[0]
+        admitted: list[int] = []
+        fins: list[int] = []
+        for s in waiting:  # taken off the queue below, once the loop is done with it
+            if b >= max_seqs:
+                break
             p, g, grp = prompts[s], gen[s], groups[s]
             shared = sharing and grp in refs
             need = (reserve or g) + (0 if shared else p)
@@ -518,7 +529,6 @@ class Replica:
             # admission is never undone by an immediate preemption (reserved room does not grow)
             if mem + need + (0 if reserve else b + 1) > cap:
                 break
-            waiting.popleft()
             if kv_ready[s]:
                 kv_ready[s] = False
             else:
@@ -539,9 +549,23 @@ class Replica:
             mem += need
             ctx += p + g
             b += 1
-            fin = steps + target[s] - g
-            running[s] = fin
-            heapq.heappush(heap, fin * n + s)
+            admitted.append(s)
+            fins.append(steps + target[s] - g)
+        if admitted:
+            if len(admitted) == len(waiting):
+                waiting.clear()
+            else:
+                for _ in admitted:
+                    waiting.popleft()
+            running.update(zip(admitted, fins))
+            keys = [fin * n + s for s, fin in zip(admitted, fins)]
+            if len(keys) > len(heap):  # the order keys pop in does not depend on the heap's layout
+                heap.extend(keys)
+                heapq.heapify(heap)
+            else:
+                push = heapq.heappush
+                for key in keys:
+                    push(heap, key)
         self.mem, self.ctx = mem, ctx
         table.recomputed_tokens += recomputed
         if new_tokens:

@@ -4,7 +4,9 @@ Between two state changes (an admission, a completion, a preemption, a scheduler
 fixed and each decode step adds one token per sequence, so the time to the next state change is the
 closed-form sum of `sim.perf.base.steps_sum_s`. A replica therefore yields one SimPy timeout per state
 change, not per token (design.md section 3). `mode="step"` yields once per decode step instead; it
-exists as the reference the analytic mode is tested against.
+exists as the reference the analytic mode is tested against. Unwatched (nothing acts on or reads it
+mid-batch) and with nothing waiting, a replica runs its batch down in one pass (`Replica._advance_alone`):
+the same state changes and sums in the same order, without a heap pop or dict update per completion.
 
 KV-cache policy (as vLLM's scheduler): a waiting sequence is admitted when the tokens it holds *now*
 (its prompt, unless its group's prompt is already resident and prefix sharing is on, plus anything it

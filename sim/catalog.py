@@ -7,7 +7,6 @@ what the numbers mean for timing lives in `sim/perf/`, for lengths in `sim/workl
 
 from __future__ import annotations
 
-import copy
 import difflib
 from dataclasses import MISSING, dataclass, field, fields
 from functools import lru_cache
@@ -371,17 +370,8 @@ def _with_base(entry: Any, section: str, catalog: Catalog, where: str) -> Any:
     if isinstance(start, dict) and "source" in start and ("sources" in own or "source" in own):
         start = {k: v for k, v in start.items() if k != "source"}
         own.setdefault("notes", f"based on {section}.{name}")
-    return _deep_merge(start, own)
+    return yaml_io.deep_merge(start, own)
 
-
-def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(base)
-    for key, value in top.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
 
 
 def _check_dataset(name: str, entry: Any, path: Path) -> dict[str, Any]:

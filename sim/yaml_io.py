@@ -10,6 +10,8 @@ with the pure-Python loader, so that error messages are the same with or without
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Mapping
 from typing import Any
 
 import yaml
@@ -87,3 +89,15 @@ def _error(exc: yaml.YAMLError) -> YamlError:
     if mark is None:
         return YamlError(problem)
     return YamlError(problem, mark.line + 1, mark.column + 1)
+
+
+def deep_merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of `base` with `top` laid over it: nested mappings merged key by key, anything else replaced
+    (how presets, catalog `base:` entries and `by_model` overrides combine with what a user writes)."""
+    out = copy.deepcopy(dict(base))
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out

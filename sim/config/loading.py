@@ -80,18 +80,9 @@ def merge_preset(raw: dict[str, Any], catalog: Catalog, file: str) -> dict[str, 
         hint = suggest(name, list(catalog.platforms)) if isinstance(name, str) else ""
         raise ConfigError(f"{file}: platform.preset: unknown preset {name!r}{hint}; expected one of: {known} (workloads/platforms.yaml)")
     preset = {k: v for k, v in catalog.platforms[name].items() if k not in ("sources", "notes", "source", "description")}
-    merged = _deep_merge(preset, platform)
+    merged = yaml_io.deep_merge(preset, platform)
     return {**raw, "platform": merged}
 
-
-def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(base)
-    for key, value in top.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
 
 
 def resolve_catalog(raw: dict[str, Any], file: str, base_dir: Path | None = None) -> Catalog:

@@ -6,7 +6,6 @@ entry before parsing. Sampling from the parsed parameters lives in dataset.py.
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
@@ -14,6 +13,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from sim.errors import WorkloadError
+from sim.yaml_io import deep_merge
 
 
 _TOP_FIELDS = {
@@ -97,21 +97,12 @@ def parse_dataset(name: str, entry: Any, model: str | None = None) -> DatasetPar
         extra = sorted(set(map(str, override)) - set(_BY_MODEL_FIELDS))
         if extra:
             raise WorkloadError(f"{at}: unknown field(s) {extra}; a per-model override may set: {', '.join(_BY_MODEL_FIELDS)}")
-        merged = _merge(base, override)
+        merged = deep_merge(base, override)
         model_params = _parse_entry(name, merged, f"{where} (by_model {key})")
         if key == model:
             chosen = model_params
     return chosen
 
-
-def _merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(dict(base))
-    for key, value in top.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
 
 
 def _parse_entry(name: str, entry: Mapping[str, Any], where: str) -> DatasetParams:

@@ -143,11 +143,13 @@ def summary_line(codes: Counter[int]) -> str:
     return f"{codes[0]} of {total} generated documents ran (exit 0, {codes[0] / max(total, 1):.0%}); refused (exit 2): {codes[2]}"
 
 
-def test_documents_a_user_may_write_mostly_run(capsys: pytest.CaptureFixture[str], record_property: pytest.RecordProperty) -> None:
+def fuzz(strategy: st.SearchStrategy[str], examples: int, capsys: pytest.CaptureFixture[str], record_property: pytest.RecordProperty) -> tuple[Counter[int], str]:
+    """Run `examples` generated documents through the CLI (each must exit 0 or 2, see run_document); their exit
+    codes, and a line saying how many ran, which the test report records and prints."""
     codes: Counter[int] = Counter()
 
-    @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-    @given(patched())
+    @settings(max_examples=examples, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+    @given(strategy)
     def run(text: str) -> None:
         codes[run_document(text, capsys)] += 1
 
@@ -156,20 +158,14 @@ def test_documents_a_user_may_write_mostly_run(capsys: pytest.CaptureFixture[str
     record_property("fuzz_exit_codes", dict(codes))
     with capsys.disabled():
         print(f"\n{line}")
+    return codes, line
+
+
+def test_documents_a_user_may_write_mostly_run(capsys: pytest.CaptureFixture[str], record_property: pytest.RecordProperty) -> None:
+    codes, line = fuzz(patched(), 40, capsys, record_property)
     assert codes[0] >= MIN_RAN_FRACTION * sum(codes.values()), line
 
 
 def test_random_documents_exit_0_or_2_without_a_traceback(capsys: pytest.CaptureFixture[str], record_property: pytest.RecordProperty) -> None:
-    codes: Counter[int] = Counter()
-
-    @settings(max_examples=70, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-    @given(documents())
-    def run(text: str) -> None:
-        codes[run_document(text, capsys)] += 1
-
-    run()
-    line = summary_line(codes)
-    record_property("fuzz_exit_codes", dict(codes))
-    with capsys.disabled():
-        print(f"\n{line}")
+    codes, line = fuzz(documents(), 70, capsys, record_property)
     assert codes[2] > 0, f"the mutations no longer reach a bad input: {line}"

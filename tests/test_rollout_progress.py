@@ -45,6 +45,36 @@ class Keeps(RLHFless):
         return super().on_generation_event(view, progress)
 
 
+class KeepsMethods(RLHFless):
+    """RLHFless that keeps each snapshot's bound methods, not the snapshot."""
+
+    name = "test-keeps-methods"
+    log: list = []
+
+    def on_generation_event(self, view, progress):
+        type(self).log.append((len(progress.assigned), progress.unfinished, progress.context_tokens))
+        return super().on_generation_event(view, progress)
+
+
+class KeepsDetail(RLHFless):
+    """RLHFless that keeps each snapshot's per-sample `detail` alone."""
+
+    name = "test-keeps-detail"
+    log: list = []
+
+    def on_generation_event(self, view, progress):
+        detail = progress.detail
+        type(self).log.append((len(progress.assigned), detail.queue, detail.context))
+        return super().on_generation_event(view, progress)
+
+
+def read_kept(kept) -> dict:
+    """What a kept (replica count, queue of replica, context of sample) triple tells, read now."""
+    n, queue, context = kept
+    queues = {r: queue(r) for r in range(n)}
+    return {"queues": queues, "contexts": {s: context(s) for q in queues.values() for s in q}}
+
+
 def run(cls, trace):
     cls.log = []
     cfg = experiment({
@@ -65,19 +95,26 @@ def runs(tmp_path_factory):
     rows = ["iteration,prompt_id,sample_id,prompt_tokens,response_tokens"]
     rows += [f"0,{k // 4},{k % 4},{PROMPT},{n}" for k, n in enumerate(LENGTHS)]
     path.write_text("\n".join(rows) + "\n")
-    return run(Reads, path), run(Keeps, path)
+    return run(Reads, path), run(Keeps, path), run(KeepsMethods, path), run(KeepsDetail, path)
 
 
 def test_a_kept_snapshot_reads_later_exactly_as_it_read_during_the_call(runs):
-    (during_result, during), (kept_result, kept) = runs
+    (during_result, during), (kept_result, kept), *_ = runs
     np.testing.assert_array_equal(during_result.completion_s[0], kept_result.completion_s[0])  # the same run
     assert len(during) == len(kept) > 3
     assert [read(p) for p in kept] == during
     assert len({tuple(map(len, d["queues"].values())) for d in during}) > 1  # the snapshots differ: the phase moved
 
 
+def test_parts_kept_without_their_snapshot_read_later_as_during_the_call(runs):
+    (_, during), _, (_, methods), (_, detail) = runs
+    assert len(methods) == len(detail) == len(during)
+    assert [read_kept(k) for k in methods] == during
+    assert [read_kept(k) for k in detail] == during
+
+
 def test_snapshot_detail_agrees_with_its_counts(runs):
-    _, (_, kept) = runs
+    _, (_, kept), *_ = runs
     finished: set[int] = set()
     for p in kept:
         finished |= set(p.finished)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Callable, NamedTuple
 
 import numpy as np
 
-from sim.rollout.progress import LiveDetail, keep
+from sim.rollout.progress import LiveDetail
 from sim.rollout.replica import Replica, SchedulerActionError, SeqTable
 from sim.hardware.memory import InfeasibleError, kv_capacity_tokens
 from sim.context import RunContext
@@ -307,11 +307,11 @@ class GenerationPhase:
 
     def _consult(self, replica: Replica, seqs: list[int]) -> None:
         progress = self.progress(replica, seqs)
-        kept = weakref.ref(progress)
+        held = weakref.ref(progress.detail)
         actions = self.scheduler.on_generation_event(self.view_at(), progress)
         del progress
-        if (still := kept()) is not None:  # the scheduler holds on to the snapshot: copy its detail now
-            keep(still)
+        if (detail := held()) is not None:  # the scheduler still holds the detail (in any form): copy it now
+            detail.freeze()
         for action in actions or ():
             self.apply(action)
 

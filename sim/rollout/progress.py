@@ -2,14 +2,15 @@
 
 The per-replica counts are copied at once (O(replicas)). The per-sample detail (each replica's unfinished
 samples, their contexts) would cost O(samples) at every completion, so `LiveDetail` reads the live
-replicas while the scheduler is being called, when nothing can change, and `keep()` copies the values if
-the scheduler still holds the snapshot once its call returns (sim/rollout/phase.py `_consult`). Either way
+replicas while the scheduler is being called, when nothing can change, and `freeze()` copies the values if
+the scheduler still holds the detail (through the snapshot, a bound method of it, or the detail itself)
+once its call returns (sim/rollout/phase.py `_consult`). Either way
 the scheduler sees the values of one instant. Left out: anything that changes the phase.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sim.schedulers.views import GenerationProgress, ProgressDetail
 
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
 class LiveDetail(ProgressDetail):
     """Each replica's unfinished samples and their contexts, read from the live replicas until `freeze()`."""
 
-    __slots__ = ("_reps", "_n", "_backlog", "_table")
+    __slots__ = ("_reps", "_n", "_backlog", "_table", "__weakref__")  # (the phase asks whether it is still held)
 
     def __init__(self, replicas: "list[Replica | None]", backlog: dict[int, list[int]], table: "SeqTable"):
         super().__init__()
@@ -57,11 +58,4 @@ class LiveDetail(ProgressDetail):
         self._queues, self._contexts = queues, contexts
 
 
-def keep(progress: Any) -> None:
-    """After the scheduler's call: if it kept `progress` (a live reference), freeze its detail."""
-    detail = getattr(progress, "detail", None)
-    if isinstance(detail, LiveDetail):
-        detail.freeze()
-
-
-__all__ = ["GenerationProgress", "LiveDetail", "keep"]
+__all__ = ["GenerationProgress", "LiveDetail"]
